@@ -1,0 +1,11 @@
+/**
+ * The local content store: digests, descriptors, blobs, ingests and their locks, image records,
+ * unpacking layers into runtime bundles, archives and garbage collection.
+ *
+ * @module
+ */
+export * from "./errors.ts";
+export * from "./digest.ts";
+export * from "./descriptor.ts";
+export * from "./verify.ts";
+export * from "./root.ts";
