@@ -2,6 +2,15 @@
  * Talking to OCI and Docker registries: references, the registry client, authentication,
  * retries and redirects, and copying an image from a registry into a store.
  *
+ * @example
+ * ```ts
+ * import { formatReference, parseReference } from "./mod.ts";
+ * console.assert(formatReference(parseReference("redis")) === "docker.io/library/redis:latest");
+ * ```
+ *
  * @module
  */
-export {};
+export * from "./reference.ts";
+export * from "./errors.ts";
+export * from "./credentials.ts";
+export * from "./client.ts";

@@ -60,6 +60,8 @@ export async function startRegistry(auth: RegistryAuth = { kind: "none" }): Prom
     config,
     `version: 0.1\nlog: {level: info, accesslog: {disabled: false}}\n` +
       `storage:\n  filesystem: {rootdirectory: ${storage}}\n  delete: {enabled: true}\n` +
+      // accept manifests with foreign (non-distributable) layers, which carry URLs
+      `validation:\n  manifests:\n    urls:\n      allow: ['^https?://']\n` +
       `http:\n  addr: 127.0.0.1:${port}\n${authConfig}`,
   );
   const child = new Deno.Command("docker-registry", {

@@ -1,0 +1,203 @@
+/**
+ * Benchmark: unpacking a ~200 MB Debian-like rootfs (one gzip layer made by GNU tar from parts of
+ * this machine's /usr and /etc: Python and Perl libraries, binaries, zoneinfo's symlinks) with
+ * `unpackImage` against `umoci unpack` of the same OCI layout, in the same run.
+ *
+ * Target: dist's median wall time below umoci's (ratio < 1). Both run as separate processes (dist
+ * through a small Deno child calling `unpackImage`), alternating, after one warm-up each, into
+ * fresh bundle directories. The layer is built once and cached under `.bench/unpack/`. Prints
+ * every time, the medians and the ratio; exits 1 when the target is missed.
+ *
+ *     deno run -A bench/unpack.ts [--runs N]
+ */
+// deno-lint-ignore-file no-console
+import { unpackImage } from "../content/unpack.ts";
+import { Digester, parseDigest } from "../content/digest.ts";
+import { Store } from "../content/store.ts";
+import { removeTree, requireTool } from "../tests/_helpers/temp.ts";
+
+const PATHS = [
+  "usr/lib/python3.11",
+  "usr/lib/python3",
+  "usr/sbin",
+  "usr/share/perl",
+  "usr/share/perl5",
+  "usr/lib/x86_64-linux-gnu/perl",
+  "usr/share/zoneinfo",
+  "usr/libexec",
+  "etc",
+];
+const WORK = new URL("../.bench/unpack/", import.meta.url).pathname;
+const LAYOUT = `${WORK}layout`;
+
+function flag(name: string, fallback: number): number {
+  const at = Deno.args.indexOf(`--${name}`);
+  return at >= 0 ? Number(Deno.args[at + 1]) : fallback;
+}
+
+/** Child mode: `--child MANIFEST BUNDLE` unpacks and exits. */
+if (Deno.args[0] === "--child") {
+  await unpackImage(await Store.open(LAYOUT), parseDigest(Deno.args[1]), Deno.args[2]);
+  Deno.exit(0);
+}
+
+async function sh(script: string): Promise<string> {
+  const result = await new Deno.Command("bash", {
+    args: ["-c", script],
+    stdout: "piped",
+    stderr: "piped",
+  })
+    .output();
+  if (!result.success) throw new Error(`${script}: ${new TextDecoder().decode(result.stderr)}`);
+  return new TextDecoder().decode(result.stdout);
+}
+
+async function digestFile(path: string): Promise<string> {
+  const digester = new Digester();
+  const file = await Deno.open(path);
+  const buffer = new Uint8Array(1 << 20);
+  while (true) {
+    const n = await file.read(buffer);
+    if (n === null) break;
+    digester.update(buffer.subarray(0, n));
+  }
+  file.close();
+  return digester.digest();
+}
+
+/** Builds the layout once: GNU tar | gzip -6 as the layer, then config, manifest, index. */
+interface Built {
+  manifest: string;
+  entries: string;
+  uncompressed: number;
+  compressed: number;
+}
+
+async function buildLayout(): Promise<Built> {
+  const marker = `${WORK}image.json`;
+  try {
+    return JSON.parse(await Deno.readTextFile(marker));
+  } catch {
+    // build it below
+  }
+  await removeTree(WORK).catch(() => {});
+  await Deno.mkdir(`${LAYOUT}/blobs/sha256`, { recursive: true });
+  const paths = PATHS.filter((p) => {
+    try {
+      Deno.statSync(`/${p}`);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  console.log(`building the layer from /${paths.join(" /")} …`);
+  await sh(
+    `tar --format=pax --sort=name --warning=none --ignore-failed-read -C / -cf ${WORK}layer.tar ${
+      paths.join(" ")
+    } && gzip -6 -c ${WORK}layer.tar > ${WORK}layer.tar.gz`,
+  );
+  const diffId = await digestFile(`${WORK}layer.tar`);
+  const layerDigest = await digestFile(`${WORK}layer.tar.gz`);
+  const layerSize = (await Deno.stat(`${WORK}layer.tar.gz`)).size;
+  await Deno.rename(`${WORK}layer.tar.gz`, `${LAYOUT}/blobs/sha256/${layerDigest.slice(7)}`);
+  const uncompressed = (await Deno.stat(`${WORK}layer.tar`)).size;
+  await Deno.remove(`${WORK}layer.tar`);
+  const put = async (value: unknown) => {
+    const bytes = new TextEncoder().encode(JSON.stringify(value));
+    const digester = new Digester();
+    digester.update(bytes);
+    const digest = digester.digest();
+    await Deno.writeFile(`${LAYOUT}/blobs/sha256/${digest.slice(7)}`, bytes);
+    return { digest, size: bytes.length };
+  };
+  const config = await put({
+    architecture: "amd64",
+    os: "linux",
+    config: { Cmd: ["/bin/sh"], Env: ["PATH=/usr/sbin:/usr/bin"] },
+    rootfs: { type: "layers", diff_ids: [diffId] },
+  });
+  const manifest = await put({
+    schemaVersion: 2,
+    mediaType: "application/vnd.oci.image.manifest.v1+json",
+    config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config },
+    layers: [{
+      mediaType: "application/vnd.oci.image.layer.v1.tar+gzip",
+      digest: layerDigest,
+      size: layerSize,
+    }],
+  });
+  await Deno.writeTextFile(`${LAYOUT}/oci-layout`, '{"imageLayoutVersion":"1.0.0"}');
+  await Deno.writeTextFile(
+    `${LAYOUT}/index.json`,
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [{
+        mediaType: "application/vnd.oci.image.manifest.v1+json",
+        ...manifest,
+        annotations: { "org.opencontainers.image.ref.name": "bench" },
+      }],
+    }),
+  );
+  const entries = (await sh(`tar -tzf ${LAYOUT}/blobs/sha256/${layerDigest.slice(7)} | wc -l`))
+    .trim();
+  const meta = { manifest: manifest.digest, entries, uncompressed, compressed: layerSize };
+  await Deno.writeTextFile(marker, JSON.stringify(meta));
+  return meta;
+}
+
+async function timed(command: string, args: string[]): Promise<number> {
+  const start = performance.now();
+  const result = await new Deno.Command(command, { args, stdout: "null", stderr: "piped" })
+    .output();
+  const elapsed = (performance.now() - start) / 1000;
+  if (!result.success) {
+    throw new Error(`${command} failed: ${new TextDecoder().decode(result.stderr)}`);
+  }
+  return elapsed;
+}
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[values.length >> 1];
+
+await requireTool("umoci");
+await requireTool("tar");
+const runs = flag("runs", 3);
+const built = await buildLayout();
+const manifest = built.manifest;
+console.log(
+  `image ${manifest}: one layer, ${built.entries} entries, ${
+    (built.uncompressed / 1e6).toFixed(0)
+  } MB uncompressed, ${(built.compressed / 1e6).toFixed(0)} MB gzip`,
+);
+
+const self = new URL(import.meta.url).pathname;
+const tools = {
+  dist: (bundle: string) =>
+    timed(Deno.execPath(), ["run", "-A", "--quiet", self, "--child", manifest, bundle]),
+  umoci: (bundle: string) => timed("umoci", ["unpack", "--image", `${LAYOUT}:bench`, bundle]),
+};
+const times: Record<keyof typeof tools, number[]> = { dist: [], umoci: [] };
+for (let run = 0; run <= runs; run++) {
+  for (const name of ["umoci", "dist"] as const) {
+    const bundle = `${WORK}bundle-${name}`;
+    await removeTree(bundle).catch(() => {});
+    // Start each run with no dirty pages from the previous one (or from anything else).
+    await sh("sync");
+    const seconds = await tools[name](bundle);
+    await removeTree(bundle);
+    if (run === 0) {
+      console.log(`${name.padEnd(6)} warm-up ${seconds.toFixed(2)} s`);
+      continue;
+    }
+    times[name].push(seconds);
+    console.log(`${name.padEnd(6)} run ${run}   ${seconds.toFixed(2)} s`);
+  }
+}
+const dist = median(times.dist);
+const umoci = median(times.umoci);
+const ratio = dist / umoci;
+console.log(
+  `\nunpack ~200 MB rootfs: dist ${dist.toFixed(2)} s, umoci ${umoci.toFixed(2)} s, ratio ${
+    ratio.toFixed(2)
+  } (target < 1): ${ratio < 1 ? "PASS" : "FAIL"}`,
+);
+if (ratio >= 1) Deno.exit(1);

@@ -1,0 +1,797 @@
+/**
+ * Image archives: {@link exportImages} writes images from the store as one tar archive, and
+ * {@link importArchive} reads one back into a store and records its images.
+ *
+ * Two formats are written:
+ * - `docker` (default): what `docker save` writes since Docker 25, so `docker load` reads it:
+ *   `manifest.json` (`[{Config, RepoTags, Layers}]`, paths into `blobs/`) and `repositories`,
+ *   plus `oci-layout`, `index.json` and `blobs/<alg>/<hex>`, which make the same file an OCI
+ *   image layout. A docker-archive holds one platform per image: of a multi-platform image the
+ *   manifest for the host's platform (or the one asked for) is written. Layers stay as stored,
+ *   compressed or not (`docker load` and skopeo decompress them).
+ * - `oci`: an OCI image layout (`oci-layout`, `index.json` naming each image with the
+ *   `org.opencontainers.image.ref.name` and `io.containerd.image.name` annotations, `blobs/`).
+ *   Images keep their whole index; manifests of platforms that were never fetched are left out.
+ *
+ * Blobs are streamed from the store, never held whole in memory.
+ *
+ * The import reads either kind, and older docker-archives whose layers sit at `<id>/layer.tar`.
+ * Every blob is written through the store's verified ingest path: content under
+ * `blobs/<alg>/<hex>` must have that digest, other files are named by the digest of what they
+ * hold. Entry names with `..` components or absolute paths, and links leaving the archive, are
+ * refused with {@link UnsafeEntryError}. Images are recorded only after the whole archive was
+ * read and every image was found complete, so a failed import records nothing.
+ *
+ * @example
+ * ```ts ignore
+ * import { Store } from "./store.ts";
+ * import { exportImages, importArchive } from "./archive.ts";
+ * const store = await Store.open("/var/lib/dist");
+ * const archive = await exportImages(store, ["docker.io/library/alpine:3.20"]);
+ * await archive.pipeTo((await Deno.create("alpine.tar")).writable);
+ *
+ * const other = await Store.open(await Deno.makeTempDir());
+ * const file = await Deno.open("alpine.tar");
+ * const { records } = await importArchive(other, file.readable);
+ * console.log(records.map((r) => r.name));
+ * ```
+ *
+ * @module
+ */
+import { type Descriptor, isManifestType, MediaType, type Platform } from "./descriptor.ts";
+import { type Digest, digestAlgorithm, Digester, digestHex, digestOf, isDigest } from "./digest.ts";
+import {
+  AlreadyExistsError,
+  DigestMismatchError,
+  DistError,
+  InvalidArgumentError,
+  NotFoundError,
+  SizeMismatchError,
+  UnsupportedError,
+} from "./errors.ts";
+import { detectCompression } from "./decompress.ts";
+import { acquireLease } from "./gc.ts";
+import {
+  type ImageManifest,
+  isNonDistributable,
+  kindOf,
+  MAX_MANIFEST_SIZE,
+  parseIndex,
+  parseManifest,
+  resolveManifest,
+  walkImage,
+} from "./image_graph.ts";
+import { IMAGE_NAME_ANNOTATION, type ImageRecord, Images, REF_NAME_ANNOTATION } from "./images.ts";
+import type { Store } from "./store.ts";
+import { readTar, type TarEntry, type TarWriteEntry, writeTar } from "./tar.ts";
+import { writeBlob } from "./write_blob.ts";
+import {
+  DOCKER_MANIFEST_FILE,
+  findImage,
+  INDEX_FILE,
+  linkTargetPath,
+  type NamedImage,
+  nameOfRepoTag,
+  OCI_LAYOUT,
+  OCI_LAYOUT_FILE,
+  REPOSITORIES_FILE,
+  repoTagOf,
+  safeArchivePath,
+} from "./_archive.ts";
+
+/** The archive formats: a docker-archive (also an OCI layout) or an OCI image-layout archive. */
+export type ArchiveFormat = "docker" | "oci";
+
+/** Options of {@link exportImages}. */
+export interface ExportOptions {
+  /** `docker` (default) for `docker load`, or `oci` for an OCI image-layout archive. */
+  format?: ArchiveFormat;
+  /** Which manifest of a multi-platform image a docker-archive gets (default: the host's). */
+  platform?: Platform;
+  /** Stops the archive stream: it errors with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Writes the images `names` (record names, any spelling of their references, or digests of
+ * manifests and indexes in the store) as a tar archive in the chosen format. Everything is looked
+ * up and checked before the stream is returned: a missing image or blob throws
+ * {@link NotFoundError} here, not halfway through the archive.
+ */
+export async function exportImages(
+  store: Store,
+  names: string[],
+  options: ExportOptions = {},
+): Promise<ReadableStream<Uint8Array>> {
+  const format = options.format ?? "docker";
+  if (format !== "docker" && format !== "oci") {
+    throw new InvalidArgumentError(
+      `invalid archive format ${JSON.stringify(format)}: want docker or oci`,
+    );
+  }
+  if (names.length === 0) throw new InvalidArgumentError("nothing to export: name an image");
+  const images: NamedImage[] = [];
+  for (const name of new Set(names)) images.push(await findImage(store, name));
+  const plan = format === "docker"
+    ? await planDocker(store, images, options.platform)
+    : await planOci(store, images);
+  const archive = writeTar(archiveEntries(store, plan));
+  // piping through an identity stream is what lets the signal cancel a blob midway
+  return options.signal
+    ? archive.pipeThrough(new TransformStream(), { signal: options.signal })
+    : archive;
+}
+
+/** What goes into an archive. */
+interface ArchivePlan {
+  /** The entries of `index.json`. */
+  index: Descriptor[];
+  /** `manifest.json` (docker format only). */
+  docker?: DockerItem[];
+  /** `repositories` (docker format, tagged images only). */
+  repositories?: Record<string, Record<string, string>>;
+  /** Every blob once, with its size in the store. */
+  blobs: Descriptor[];
+}
+
+/** One image of a docker-archive's `manifest.json`. */
+interface DockerItem {
+  Config: string;
+  RepoTags: string[] | null;
+  Layers: string[];
+}
+
+/** The archive path of a blob. */
+function blobPath(digest: Digest): string {
+  return `blobs/${digestAlgorithm(digest)}/${digestHex(digest)}`;
+}
+
+/** Collects an archive's blobs once each, checking that the store holds them whole. */
+class BlobList {
+  readonly #store: Store;
+  readonly #blobs = new Map<string, Descriptor>();
+
+  constructor(store: Store) {
+    this.#store = store;
+  }
+
+  get list(): Descriptor[] {
+    return [...this.#blobs.values()];
+  }
+
+  async add(descriptor: Descriptor, label: string): Promise<void> {
+    if (this.#blobs.has(descriptor.digest)) return;
+    let size: number;
+    try {
+      size = (await this.#store.info(descriptor.digest)).size;
+    } catch (error) {
+      if (!(error instanceof NotFoundError)) throw error;
+      throw new NotFoundError(`cannot export ${label}: ${descriptor.digest} is not in the store`);
+    }
+    if (size !== descriptor.size) {
+      throw new SizeMismatchError(
+        `cannot export ${label}: ${descriptor.digest} has size ${size}, its descriptor says ${descriptor.size}`,
+      );
+    }
+    this.#blobs.set(descriptor.digest, {
+      mediaType: descriptor.mediaType,
+      digest: descriptor.digest,
+      size,
+    });
+  }
+}
+
+async function readJson(store: Store, digest: Digest, what: string): Promise<unknown> {
+  const bytes = await store.readBytes(digest, { maxSize: MAX_MANIFEST_SIZE });
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    throw new UnsupportedError(`${what} ${digest} is not JSON`);
+  }
+}
+
+/** The config's `rootfs.diff_ids`, or undefined when it is not an image config. */
+function diffIdsOf(config: unknown): string[] | undefined {
+  const ids = (config as { rootfs?: { diff_ids?: unknown } } | null)?.rootfs?.diff_ids;
+  return Array.isArray(ids) && ids.every((id) => typeof id === "string") ? ids : undefined;
+}
+
+async function planDocker(
+  store: Store,
+  images: NamedImage[],
+  platform: Platform | undefined,
+): Promise<ArchivePlan> {
+  const blobs = new BlobList(store);
+  const items = new Map<string, DockerItem>();
+  const index: Descriptor[] = [];
+  const repositories: Record<string, Record<string, string>> = {};
+  for (const image of images) {
+    const label = image.name ?? image.target.digest;
+    const chosen = await resolveManifest(store, image.target, { platform });
+    await blobs.add(chosen, label);
+    const bytes = await store.readBytes(chosen.digest, { maxSize: MAX_MANIFEST_SIZE });
+    const manifest = parseManifest(bytes, chosen);
+    await blobs.add(manifest.config, label);
+    const diffIds = diffIdsOf(await readJson(store, manifest.config.digest, "config"));
+    if (diffIds?.length !== manifest.layers.length) {
+      throw new UnsupportedError(
+        `cannot export ${label} as a docker archive: its config lists ` +
+          `${diffIds?.length ?? "no"} diff_ids for ${manifest.layers.length} layers`,
+      );
+    }
+    for (const layer of manifest.layers) {
+      if (isNonDistributable(layer) && !(await store.has(layer.digest))) {
+        throw new UnsupportedError(
+          `cannot export ${label} as a docker archive: its non-distributable layer ` +
+            `${layer.digest} is not in the store (an OCI archive leaves it out)`,
+        );
+      }
+      await blobs.add(layer, label);
+    }
+    let item = items.get(chosen.digest);
+    if (!item) {
+      item = {
+        Config: blobPath(manifest.config.digest),
+        RepoTags: null,
+        Layers: manifest.layers.map((l) => blobPath(l.digest)),
+      };
+      items.set(chosen.digest, item);
+    }
+    const tag = image.name === undefined ? undefined : repoTagOf(image.name);
+    if (tag) {
+      item.RepoTags ??= [];
+      if (!item.RepoTags.includes(tag.repoTag)) item.RepoTags.push(tag.repoTag);
+      const top = manifest.layers.at(-1);
+      if (top) (repositories[tag.repository] ??= {})[tag.tag] = digestHex(top.digest);
+    }
+    const entry: Descriptor = {
+      mediaType: chosen.mediaType,
+      digest: chosen.digest,
+      size: chosen.size,
+    };
+    if (image.name !== undefined) {
+      // as docker save: the full name for containerd, the tag as the OCI ref.name
+      entry.annotations = { [IMAGE_NAME_ANNOTATION]: image.name };
+      if (tag) entry.annotations[REF_NAME_ANNOTATION] = tag.tag;
+    }
+    index.push(entry);
+  }
+  return {
+    index,
+    docker: [...items.values()],
+    repositories: Object.keys(repositories).length ? repositories : undefined,
+    blobs: blobs.list,
+  };
+}
+
+async function planOci(store: Store, images: NamedImage[]): Promise<ArchivePlan> {
+  const blobs = new BlobList(store);
+  const index: Descriptor[] = [];
+  for (const image of images) {
+    const label = image.name ?? image.target.digest;
+    let manifests = 0;
+    for await (const node of walkImage(store, image.target)) {
+      const { descriptor, kind } = node;
+      if (!node.present) {
+        if (descriptor.digest === image.target.digest) {
+          throw new NotFoundError(
+            `cannot export ${label}: ${descriptor.digest} is not in the store`,
+          );
+        }
+        // platforms that were never fetched, and layers nobody may redistribute, stay out
+        if (kind === "index" || kind === "manifest") continue;
+        if (kind === "layer" && isNonDistributable(descriptor)) continue;
+        throw new NotFoundError(
+          `cannot export ${label}: its ${kind} ${descriptor.digest} is not in the store`,
+        );
+      }
+      if (kind === "manifest") manifests++;
+      await blobs.add(descriptor, label);
+    }
+    if (kindOf(image.target) === "index" && manifests === 0) {
+      throw new NotFoundError(`cannot export ${label}: none of its manifests is in the store`);
+    }
+    const entry: Descriptor = { ...image.target };
+    if (image.name !== undefined) {
+      entry.annotations = {
+        ...entry.annotations,
+        [IMAGE_NAME_ANNOTATION]: image.name,
+        [REF_NAME_ANNOTATION]: image.name,
+      };
+    }
+    index.push(entry);
+  }
+  return { index, blobs: blobs.list };
+}
+
+const encoder = new TextEncoder();
+
+/** The archive's entries: metadata first, then the blobs, each opened only when its turn comes. */
+async function* archiveEntries(store: Store, plan: ArchivePlan): AsyncGenerator<TarWriteEntry> {
+  const file = (name: string, text: string): TarWriteEntry => ({
+    header: { name, mode: 0o644 },
+    body: encoder.encode(text),
+  });
+  yield file(OCI_LAYOUT_FILE, OCI_LAYOUT);
+  yield file(
+    INDEX_FILE,
+    JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: plan.index }) +
+      "\n",
+  );
+  if (plan.docker) yield file(DOCKER_MANIFEST_FILE, JSON.stringify(plan.docker) + "\n");
+  if (plan.repositories) yield file(REPOSITORIES_FILE, JSON.stringify(plan.repositories) + "\n");
+  yield { header: { name: "blobs/", type: "directory" } };
+  for (const algorithm of new Set(plan.blobs.map((b) => digestAlgorithm(b.digest)))) {
+    yield { header: { name: `blobs/${algorithm}/`, type: "directory" } };
+  }
+  for (const blob of plan.blobs) {
+    yield {
+      header: { name: blobPath(blob.digest), size: blob.size, mode: 0o644 },
+      body: await store.read(blob.digest),
+    };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Import
+
+/** What happened to one blob of an archive being imported. */
+export interface ImportEvent {
+  /** `imported`: written to the store; `exists`: the store had it already. */
+  status: "imported" | "exists";
+  /** The entry's path in the archive. */
+  path: string;
+  digest: Digest;
+  size: number;
+}
+
+/** Options of {@link importArchive}. */
+export interface ImportOptions {
+  /** Stops the import; nothing is recorded. */
+  signal?: AbortSignal;
+  /** Called for each blob of the archive. */
+  onProgress?: (event: ImportEvent) => void;
+}
+
+/** What {@link importArchive} imported. */
+export interface ImportResult {
+  /** `docker` when the archive has a `manifest.json`, else `oci`. */
+  format: ArchiveFormat;
+  /** The records written to the store's `index.json`. */
+  records: ImageRecord[];
+  /**
+   * Images the archive names no name for: their content is in the store (reachable by digest,
+   * e.g. `dist unpack DIGEST`) but not recorded, so the next garbage collection removes it.
+   */
+  unnamed: Descriptor[];
+}
+
+/** `index.json`, `manifest.json` and the like are read into memory up to this size. */
+const MAX_METADATA_SIZE = 16 << 20;
+const METADATA_FILES = new Set([
+  OCI_LAYOUT_FILE,
+  INDEX_FILE,
+  DOCKER_MANIFEST_FILE,
+  REPOSITORIES_FILE,
+]);
+/** The per-layer `json` and `VERSION` files of docker-archives before Docker 25: never used. */
+const LEGACY_LAYER_METADATA = /^[^/]+\/(json|VERSION)$/;
+const MAX_LINK_DEPTH = 16;
+
+/**
+ * Reads a docker-archive (with or without the OCI layout Docker 25+ adds) or an OCI image-layout
+ * archive from `source` into `store` and records its images: names from `index.json` annotations
+ * (`io.containerd.image.name`, else `org.opencontainers.image.ref.name`) and from `manifest.json`
+ * `RepoTags` (normalized: `alpine:3` → `docker.io/library/alpine:3`).
+ *
+ * In a docker-archive, `manifest.json` decides what the images are, as for `docker load`: an
+ * image whose manifest is also in the OCI part keeps that manifest (and so its digest); for
+ * others an OCI manifest is built from the config and layer blobs.
+ *
+ * Throws {@link UnsafeEntryError} for entries that could point outside the archive,
+ * {@link DigestMismatchError} for a blob that differs from the digest it is named by, and
+ * {@link InvalidArgumentError} for an archive that is not a complete image archive. Blobs that
+ * were committed before a failure stay in the store unreferenced (garbage collection removes
+ * them); no image is recorded.
+ */
+export async function importArchive(
+  store: Store,
+  source: ReadableStream<Uint8Array>,
+  options: ImportOptions = {},
+): Promise<ImportResult> {
+  // garbage collection must not sweep blobs committed before the records point at them
+  const lease = await acquireLease(store.root);
+  try {
+    const contents = await readArchive(store, source, options);
+    options.signal?.throwIfAborted();
+    const found = await imagesOf(store, contents);
+    options.signal?.throwIfAborted();
+    const images = new Images(store.root);
+    const records: ImageRecord[] = [];
+    for (const [name, target] of found.named) records.push(await images.put(name, target));
+    return { format: found.format, records, unnamed: found.unnamed };
+  } finally {
+    await lease.release();
+  }
+}
+
+/** A regular file of the archive, now a blob in the store. */
+interface ArchiveFile {
+  digest: Digest;
+  size: number;
+}
+
+/** What reading an archive left: blobs by path, links, and the metadata files' bytes. */
+class ArchiveContents {
+  readonly files = new Map<string, ArchiveFile>();
+  readonly links = new Map<string, string>();
+  readonly metadata = new Map<string, Uint8Array>();
+
+  /** The blob at `path` (as `manifest.json` names it), following links inside the archive. */
+  lookup(path: string, what: string): ArchiveFile {
+    let current = safeArchivePath(path, `${DOCKER_MANIFEST_FILE} ${what} path`);
+    for (let depth = 0; depth <= MAX_LINK_DEPTH; depth++) {
+      const file = this.files.get(current);
+      if (file) return file;
+      const next = this.links.get(current);
+      if (next === undefined) break;
+      current = next;
+    }
+    throw new InvalidArgumentError(
+      `invalid archive: ${DOCKER_MANIFEST_FILE} names ${what} ${JSON.stringify(path)}, ` +
+        `which is not a file in the archive`,
+    );
+  }
+}
+
+async function readArchive(
+  store: Store,
+  source: ReadableStream<Uint8Array>,
+  options: ImportOptions,
+): Promise<ArchiveContents> {
+  const contents = new ArchiveContents();
+  const seen = new Set<string>();
+  for await (const entry of readTar(source)) {
+    options.signal?.throwIfAborted();
+    const { header } = entry;
+    const path = safeArchivePath(header.name);
+    if (header.type === "directory") continue;
+    if (seen.has(path)) {
+      throw new InvalidArgumentError(`invalid archive: entry ${path} appears twice`);
+    }
+    seen.add(path);
+    if (header.type === "symlink" || header.type === "link") {
+      contents.links.set(path, linkTargetPath(path, header.linkname, header.type === "link"));
+      continue;
+    }
+    if (header.type !== "file") continue; // devices and FIFOs are no part of an image archive
+    if (METADATA_FILES.has(path)) {
+      contents.metadata.set(path, await readSmall(entry, path));
+    } else if (path.startsWith("blobs/")) {
+      contents.files.set(path, await ingestNamed(store, entry, path, options));
+    } else if (!LEGACY_LAYER_METADATA.test(path)) {
+      contents.files.set(path, await ingestUnnamed(store, entry, path, options));
+    }
+  }
+  return contents;
+}
+
+async function readSmall(entry: TarEntry, path: string): Promise<Uint8Array> {
+  const size = entry.header.size;
+  if (size > MAX_METADATA_SIZE) {
+    throw new InvalidArgumentError(
+      `invalid archive: ${path} has ${size} bytes, more than the limit of ${MAX_METADATA_SIZE}`,
+    );
+  }
+  const bytes = new Uint8Array(size);
+  let filled = 0;
+  for (let piece; (piece = await entry.read()) !== null;) {
+    bytes.set(piece, filled);
+    filled += piece.length;
+  }
+  return bytes;
+}
+
+async function* pieces(entry: TarEntry): AsyncGenerator<Uint8Array> {
+  for (let piece; (piece = await entry.read()) !== null;) yield piece;
+}
+
+/** Ingests `blobs/<alg>/<hex>`, which must hold content of that digest. */
+async function ingestNamed(
+  store: Store,
+  entry: TarEntry,
+  path: string,
+  options: ImportOptions,
+): Promise<ArchiveFile> {
+  const match = /^blobs\/([^/]+)\/([^/]+)$/.exec(path);
+  const digest = match ? `${match[1]}:${match[2]}` : "";
+  if (!isDigest(digest)) {
+    throw new InvalidArgumentError(
+      `invalid archive: ${path} is not named blobs/<algorithm>/<hex digest>`,
+    );
+  }
+  const size = entry.header.size;
+  // content already in the store was verified when it was committed: the archive's copy of it
+  // is skipped unread (the tar reader passes over it)
+  if (await store.has(digest)) {
+    const info = await store.info(digest);
+    options.onProgress?.({ status: "exists", path, digest, size: info.size });
+    return { digest, size: info.size };
+  }
+  try {
+    await writeBlob(store, `import-${digest}`, pieces(entry), {
+      digest,
+      size,
+      signal: options.signal,
+    });
+  } catch (error) {
+    if (error instanceof DigestMismatchError || error instanceof SizeMismatchError) {
+      throw new DigestMismatchError(
+        `invalid archive: ${path} does not hold content of digest ${digest}: ${error.message}`,
+        { cause: error },
+      );
+    }
+    throw error;
+  }
+  options.onProgress?.({ status: "imported", path, digest, size });
+  return { digest, size };
+}
+
+/** Ingests a file not named by digest (a layer of an older docker-archive) under its digest. */
+async function ingestUnnamed(
+  store: Store,
+  entry: TarEntry,
+  path: string,
+  options: ImportOptions,
+): Promise<ArchiveFile> {
+  const size = entry.header.size;
+  const writer = await store.writer(`import-${crypto.randomUUID()}`, { total: size });
+  const digester = new Digester();
+  let status: ImportEvent["status"] = "imported";
+  let digest: Digest;
+  try {
+    for await (const piece of pieces(entry)) {
+      options.signal?.throwIfAborted();
+      digester.update(piece);
+      await writer.write(piece);
+    }
+    digest = digester.digest();
+    try {
+      await writer.commit(size, digest);
+    } catch (error) {
+      if (!(error instanceof AlreadyExistsError)) throw error;
+      status = "exists";
+    }
+  } finally {
+    await writer.discard(); // a random ref cannot be resumed; does nothing after a commit
+  }
+  options.onProgress?.({ status, path, digest, size });
+  return { digest, size };
+}
+
+/** A manifest found through `index.json`, parsed. */
+interface KnownManifest {
+  descriptor: Descriptor;
+  manifest: ImageManifest;
+}
+
+/** The images of an archive whose blobs are all in the store now. */
+interface FoundImages {
+  format: ArchiveFormat;
+  named: Map<string, Descriptor>;
+  unnamed: Descriptor[];
+}
+
+async function imagesOf(store: Store, contents: ArchiveContents): Promise<FoundImages> {
+  const layout = contents.metadata.get(OCI_LAYOUT_FILE);
+  const index = contents.metadata.get(INDEX_FILE);
+  const docker = contents.metadata.get(DOCKER_MANIFEST_FILE);
+  if (!index && !docker) {
+    throw new InvalidArgumentError(
+      `invalid archive: it has neither ${INDEX_FILE} (OCI layout) nor ${DOCKER_MANIFEST_FILE} ` +
+        `(docker-archive)`,
+    );
+  }
+  if (layout) checkLayout(layout);
+  const found: FoundImages = {
+    format: docker ? "docker" : "oci",
+    named: new Map(),
+    unnamed: [],
+  };
+  const known: KnownManifest[] = [];
+  if (index) {
+    const parsed = parseIndex(index, {
+      mediaType: MediaType.ociIndex,
+      digest: digestOf(index),
+      size: index.length,
+    });
+    for (const entry of parsed.manifests) {
+      try {
+        await checkImage(store, entry, known);
+      } catch (error) {
+        // In a docker-archive manifest.json is what counts (docker load reads nothing else),
+        // and some writers put an OCI part beside it that is not a complete image.
+        if (docker && error instanceof DistError) continue;
+        throw error;
+      }
+      const { annotations, ...rest } = entry;
+      const target: Descriptor = rest;
+      const name = annotations?.[IMAGE_NAME_ANNOTATION] ?? annotations?.[REF_NAME_ANNOTATION];
+      const others = { ...annotations };
+      delete others[IMAGE_NAME_ANNOTATION];
+      delete others[REF_NAME_ANNOTATION];
+      if (Object.keys(others).length) target.annotations = others;
+      if (name === undefined) found.unnamed.push(target);
+      else if (!found.named.has(name)) found.named.set(name, target);
+    }
+  }
+  if (docker) {
+    for (const [i, item] of parseDockerManifest(docker).entries()) {
+      const target = await dockerImage(store, contents, item, i, known);
+      const names = (item.RepoTags ?? []).map(nameOfRepoTag);
+      for (const name of names) if (!found.named.has(name)) found.named.set(name, target);
+      const covered = [...found.named.values(), ...found.unnamed].some((d) =>
+        d.digest === target.digest
+      );
+      if (!covered) found.unnamed.push(target);
+    }
+  }
+  return found;
+}
+
+function checkLayout(bytes: Uint8Array): void {
+  let version: unknown;
+  try {
+    version = JSON.parse(new TextDecoder().decode(bytes))?.imageLayoutVersion;
+  } catch {
+    throw new InvalidArgumentError(`invalid archive: ${OCI_LAYOUT_FILE} is not JSON`);
+  }
+  if (typeof version !== "string" || !version.startsWith("1.")) {
+    throw new UnsupportedError(
+      `unsupported OCI layout version ${JSON.stringify(version)} in ${OCI_LAYOUT_FILE}: want 1.x`,
+    );
+  }
+}
+
+/**
+ * Checks that the image below an `index.json` entry is in the store: the entry itself, and of
+ * each manifest that is there its config and layers (foreign layers excepted). Manifests an index
+ * lists may be missing (platforms that were not exported). Every manifest found goes to `known`.
+ */
+async function checkImage(store: Store, top: Descriptor, known: KnownManifest[]): Promise<void> {
+  const missing = (what: string, digest: Digest) =>
+    new InvalidArgumentError(
+      `invalid archive: ${what} ${digest} of ${INDEX_FILE} entry ${top.digest} is neither in ` +
+        `the archive nor in the store`,
+    );
+  let manifests = 0;
+  for await (const node of walkImage(store, top)) {
+    const { descriptor, kind } = node;
+    if (!node.present) {
+      if (descriptor.digest === top.digest) throw missing(kind, descriptor.digest);
+      if (kind === "index" || kind === "manifest") continue;
+      if (kind === "layer" && isNonDistributable(descriptor)) continue;
+      throw missing(kind, descriptor.digest);
+    }
+    const { size } = await store.info(descriptor.digest);
+    if (size !== descriptor.size) {
+      throw new SizeMismatchError(
+        `invalid archive: ${descriptor.digest} has size ${size}, its descriptor says ${descriptor.size}`,
+      );
+    }
+    if (kind !== "manifest" || !isManifestType(descriptor.mediaType)) continue;
+    manifests++;
+    const bytes = await store.readBytes(descriptor.digest, { maxSize: MAX_MANIFEST_SIZE });
+    const manifest = parseManifest(bytes, descriptor);
+    if (await store.has(manifest.config.digest)) {
+      const diffIds = diffIdsOf(await readJson(store, manifest.config.digest, "config"));
+      if (diffIds && diffIds.length !== manifest.layers.length) {
+        throw new InvalidArgumentError(
+          `invalid archive: manifest ${descriptor.digest} has ${manifest.layers.length} layers ` +
+            `but its config lists ${diffIds.length} diff_ids`,
+        );
+      }
+    }
+    known.push({ descriptor, manifest });
+  }
+  if (kindOf(top) === "index" && manifests === 0) {
+    throw new InvalidArgumentError(
+      `invalid archive: none of the manifests of ${INDEX_FILE} entry ${top.digest} is in it`,
+    );
+  }
+}
+
+function parseDockerManifest(bytes: Uint8Array): DockerItem[] {
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    throw new InvalidArgumentError(`invalid archive: ${DOCKER_MANIFEST_FILE} is not JSON`);
+  }
+  const strings = (v: unknown) => Array.isArray(v) && v.every((s) => typeof s === "string");
+  if (!Array.isArray(value)) {
+    throw new InvalidArgumentError(`invalid archive: ${DOCKER_MANIFEST_FILE} is not a list`);
+  }
+  return value.map((item, i) => {
+    if (
+      typeof item?.Config !== "string" || !strings(item.Layers) ||
+      !(item.RepoTags === undefined || item.RepoTags === null || strings(item.RepoTags))
+    ) {
+      throw new InvalidArgumentError(
+        `invalid archive: ${DOCKER_MANIFEST_FILE} item ${i} needs Config, Layers and RepoTags`,
+      );
+    }
+    return { Config: item.Config, RepoTags: item.RepoTags ?? null, Layers: item.Layers };
+  });
+}
+
+/**
+ * The manifest of one `manifest.json` item: the OCI part's manifest with the same config and
+ * layers when there is one, else an OCI manifest built and stored for it.
+ */
+async function dockerImage(
+  store: Store,
+  contents: ArchiveContents,
+  item: DockerItem,
+  i: number,
+  known: KnownManifest[],
+): Promise<Descriptor> {
+  const config = contents.lookup(item.Config, `item ${i} Config`);
+  const layers = item.Layers.map((path, n) => contents.lookup(path, `item ${i} Layers[${n}]`));
+  const diffIds = diffIdsOf(await readJson(store, config.digest, "config"));
+  if (diffIds?.length !== layers.length) {
+    throw new InvalidArgumentError(
+      `invalid archive: ${DOCKER_MANIFEST_FILE} item ${i} has ${layers.length} layers but its ` +
+        `config lists ${diffIds?.length ?? "no"} diff_ids`,
+    );
+  }
+  const same = known.find(({ manifest }) =>
+    manifest.config.digest === config.digest &&
+    manifest.layers.length === layers.length &&
+    manifest.layers.every((l, n) => l.digest === layers[n].digest)
+  );
+  if (same) {
+    const { annotations: _, ...descriptor } = same.descriptor;
+    return descriptor;
+  }
+  const layerDescriptors: Descriptor[] = [];
+  for (const [n, layer] of layers.entries()) {
+    const compression = detectCompression(await head(store, layer.digest));
+    // docker load checks an uncompressed layer against its diff_id; so do we, it costs nothing
+    if (compression === "none" && layer.digest !== diffIds[n]) {
+      throw new DigestMismatchError(
+        `invalid archive: layer ${item.Layers[n]} has digest ${layer.digest}, but the config's ` +
+          `diff_ids[${n}] is ${diffIds[n]}`,
+      );
+    }
+    layerDescriptors.push({
+      mediaType: compression === "gzip"
+        ? MediaType.ociLayerGzip
+        : compression === "zstd"
+        ? MediaType.ociLayerZstd
+        : MediaType.ociLayer,
+      digest: layer.digest,
+      size: layer.size,
+    });
+  }
+  const bytes = encoder.encode(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: MediaType.ociManifest,
+    config: { mediaType: MediaType.ociConfig, digest: config.digest, size: config.size },
+    layers: layerDescriptors,
+  }));
+  const digest = digestOf(bytes);
+  await writeBlob(store, `import-${digest}`, [bytes], { digest, size: bytes.length });
+  return { mediaType: MediaType.ociManifest, digest, size: bytes.length };
+}
+
+/** The first bytes of a blob, enough to recognize its compression. */
+async function head(store: Store, digest: Digest): Promise<Uint8Array> {
+  const reader = (await store.read(digest)).getReader();
+  try {
+    const { value } = await reader.read();
+    return value?.subarray(0, 8) ?? new Uint8Array(0);
+  } finally {
+    await reader.cancel();
+  }
+}

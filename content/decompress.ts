@@ -1,0 +1,198 @@
+/**
+ * Layer decompression by media type: gzip, zstd or none, sniffing the magic bytes when the media
+ * type does not say.
+ *
+ * Uses `node:zlib` (`createGunzip` with 1 MiB output chunks inflates faster than
+ * `DecompressionStream`, and `DecompressionStream` has no zstd) behind a Web Streams interface.
+ *
+ * @example
+ * ```ts
+ * import { decompress } from "./decompress.ts";
+ * const gz = new Blob([new Uint8Array([])]).stream(); // an empty, uncompressed stream
+ * const plain = decompress(gz, { mediaType: "application/vnd.oci.image.layer.v1.tar" });
+ * await plain.cancel();
+ * ```
+ *
+ * @module
+ */
+import { createGunzip, createZstdDecompress } from "node:zlib";
+import type { Transform } from "node:stream";
+import { InvalidArgumentError } from "./errors.ts";
+
+/** A layer's compression. */
+export type Compression = "gzip" | "zstd" | "none";
+
+/** Options for {@link decompress}. */
+export interface DecompressOptions {
+  /** The layer's media type; decides the compression when it names one. */
+  mediaType?: string;
+  /** The compression, overriding the media type. */
+  compression?: Compression;
+}
+
+const OUTPUT_CHUNK = 1 << 20;
+
+/**
+ * The compression a media type names, or undefined when it does not say (e.g.
+ * `application/octet-stream`). Covers OCI (`+gzip`, `+zstd`, `.tar`) and Docker
+ * (`.tar.gzip`, `.tar.zstd`) layer types, non-distributable and foreign ones included.
+ */
+export function compressionOf(mediaType: string): Compression | undefined {
+  const type = mediaType.split(";")[0].trim().toLowerCase();
+  if (type.endsWith("+gzip") || type.endsWith(".gzip") || type.endsWith(".gz")) return "gzip";
+  if (type.endsWith("+zstd") || type.endsWith(".zstd") || type.endsWith(".zst")) return "zstd";
+  if (type.endsWith(".tar") || type.endsWith("+tar") || type === "application/x-tar") return "none";
+  return undefined;
+}
+
+/** The compression given away by a stream's first bytes (gzip and zstd magic), else `"none"`. */
+export function detectCompression(head: Uint8Array): Compression {
+  if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return "gzip";
+  if (
+    head.length >= 4 && head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f &&
+    head[3] === 0xfd
+  ) {
+    return "zstd";
+  }
+  return "none";
+}
+
+/**
+ * Decompresses `source` according to `options` (compression, else media type, else the magic
+ * bytes). An uncompressed source is returned as is. Corrupt data makes the stream error with
+ * {@link InvalidArgumentError}.
+ */
+export function decompress(
+  source: ReadableStream<Uint8Array>,
+  options: DecompressOptions = {},
+): ReadableStream<Uint8Array> {
+  const known = options.compression ??
+    (options.mediaType === undefined ? undefined : compressionOf(options.mediaType));
+  if (known === "none") return source;
+  if (known) return inflate(source, known);
+  return sniffed(source);
+}
+
+/** Reads the first bytes to decide, then continues with the right decompressor. */
+function sniffed(source: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
+  const reader = source.getReader();
+  let output: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  return new ReadableStream<Uint8Array>({
+    async start() {
+      const head: Uint8Array[] = [];
+      let length = 0;
+      let ended = false;
+      while (length < 4 && !ended) {
+        const { value, done } = await reader.read();
+        if (done) ended = true;
+        else {
+          head.push(value);
+          length += value.length;
+        }
+      }
+      const first = head.length === 1 ? head[0] : concat(head, length);
+      // The bytes read so far, then the rest of the source.
+      const replay = new ReadableStream<Uint8Array>({
+        start(controller) {
+          if (first.length > 0) controller.enqueue(first);
+          if (ended) controller.close();
+        },
+        async pull(controller) {
+          const { value, done } = await reader.read();
+          if (done) controller.close();
+          else controller.enqueue(value);
+        },
+        cancel: (reason) => reader.cancel(reason),
+      }, { highWaterMark: 0 });
+      const compression = detectCompression(first);
+      output = (compression === "none" ? replay : inflate(replay, compression)).getReader();
+    },
+    async pull(controller) {
+      const { value, done } = await output!.read();
+      if (done) controller.close();
+      else controller.enqueue(value);
+    },
+    cancel: (reason) => output ? output.cancel(reason) : reader.cancel(reason),
+  }, { highWaterMark: 0 });
+}
+
+function concat(parts: Uint8Array[], length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+/**
+ * Runs `source` through a node:zlib decompressor. Input is written with backpressure from the
+ * decompressor; output chunks become views (no copies) queued in a small Web stream.
+ */
+function inflate(
+  source: ReadableStream<Uint8Array>,
+  compression: "gzip" | "zstd",
+): ReadableStream<Uint8Array> {
+  const zlib: Transform = compression === "gzip"
+    ? createGunzip({ chunkSize: OUTPUT_CHUNK })
+    : createZstdDecompress({ chunkSize: OUTPUT_CHUNK });
+  const reader = source.getReader();
+  let failed = false;
+  const fail = (controller: ReadableStreamDefaultController<Uint8Array>, error: unknown) => {
+    if (failed) return;
+    failed = true;
+    zlib.destroy();
+    reader.cancel(error).catch(() => {});
+    controller.error(error);
+  };
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      zlib.on("data", (chunk: Uint8Array) => {
+        controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+        if ((controller.desiredSize ?? 0) <= 0) zlib.pause();
+      });
+      zlib.on("end", () => {
+        if (!failed) controller.close();
+      });
+      zlib.on("error", (error: Error) =>
+        fail(
+          controller,
+          new InvalidArgumentError(`cannot decompress ${compression} data: ${error.message}`, {
+            cause: error,
+          }),
+        ));
+      zlib.pause();
+      // Feed the decompressor as fast as it takes input; the loop ends with the source.
+      (async () => {
+        while (true) {
+          const { value, done } = await reader.read();
+          if (failed) return;
+          if (done) {
+            zlib.end();
+            return;
+          }
+          if (!zlib.write(value)) {
+            await new Promise<void>((resolve) => {
+              const settle = () => {
+                zlib.off("drain", settle);
+                zlib.off("close", settle);
+                resolve();
+              };
+              zlib.on("drain", settle);
+              zlib.on("close", settle);
+            });
+          }
+        }
+      })().catch((error) => fail(controller, error));
+    },
+    pull() {
+      zlib.resume();
+    },
+    cancel(reason) {
+      failed = true;
+      zlib.destroy();
+      return reader.cancel(reason);
+    },
+  }, { highWaterMark: 2 });
+}

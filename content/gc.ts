@@ -1,0 +1,120 @@
+/**
+ * Garbage collection: blobs that no image record reaches are removed, and so are ingests nobody
+ * touched for a while.
+ *
+ * Roots are every descriptor in `index.json`; from each, indexes and manifests present in the
+ * store are walked (every platform, attestations included) to their configs and layers. A
+ * process that commits blobs before recording them (a fetch) holds a shared lease; collection
+ * takes the lease exclusively, so it never sweeps a blob a running fetch is about to record.
+ *
+ * @example
+ * ```ts ignore
+ * import { Store } from "./store.ts";
+ * import { collectGarbage } from "./gc.ts";
+ * const store = await Store.open("/var/lib/dist");
+ * const result = await collectGarbage(store, { dryRun: true });
+ * console.log(result.blobs.length, "blobs would go");
+ * ```
+ *
+ * @module
+ */
+import type { Digest } from "./digest.ts";
+import { LockedError, NotFoundError } from "./errors.ts";
+import { walkImage } from "./image_graph.ts";
+import { Images } from "./images.ts";
+import type { Info, Status, Store } from "./store.ts";
+
+/** Options of {@link collectGarbage}. */
+export interface GcOptions {
+  /** Report what would be removed without removing anything. */
+  dryRun?: boolean;
+  /**
+   * Also remove ingests not updated for this many milliseconds; leave undefined to keep every
+   * ingest (they are partial downloads that a later fetch resumes).
+   */
+  ingestsOlderThan?: number;
+}
+
+/** What {@link collectGarbage} removed (or, with `dryRun`, would remove). */
+export interface GcResult {
+  /** Unreachable blobs. */
+  blobs: Info[];
+  /** Stale ingests. */
+  ingests: Status[];
+  /** The bytes the removed blobs held. */
+  bytes: number;
+  /** How many blobs are reachable and stay. */
+  kept: number;
+}
+
+/** A shared hold on the store that keeps garbage collection out; see {@link acquireLease}. */
+export interface Lease {
+  /** Ends the lease. */
+  release(): Promise<void>;
+}
+
+function leasePath(root: string): string {
+  return `${root}/gc.lock`;
+}
+
+/**
+ * Takes a shared lease on the store at `root`: while any lease is held, {@link collectGarbage}
+ * refuses to run. Hold one from the first committed blob until the image is recorded.
+ */
+export async function acquireLease(root: string): Promise<Lease> {
+  await Deno.mkdir(root, { recursive: true });
+  const file = await Deno.open(leasePath(root), { read: true, write: true, create: true });
+  await file.lock(false);
+  let released = false;
+  return {
+    async release() {
+      if (released) return;
+      released = true;
+      try {
+        await file.unlock();
+      } finally {
+        file.close();
+      }
+    },
+  };
+}
+
+/**
+ * Removes blobs no image record reaches, and with `ingestsOlderThan` stale ingests. Throws
+ * {@link LockedError} while a fetch holds a lease on the store.
+ */
+export async function collectGarbage(store: Store, options: GcOptions = {}): Promise<GcResult> {
+  using file = await Deno.open(leasePath(store.root), { read: true, write: true, create: true });
+  if (!(await file.tryLock(true))) {
+    throw new LockedError(
+      `cannot collect garbage in ${store.root}: a fetch is in progress, try again when it ends`,
+    );
+  }
+  try {
+    const reachable = new Set<Digest>();
+    const roots = await new Images(store.root).roots();
+    for await (const entry of walkImage(store, roots)) {
+      if (entry.present) reachable.add(entry.descriptor.digest);
+    }
+    const blobs: Info[] = [];
+    let bytes = 0;
+    for await (const info of store.list()) {
+      if (reachable.has(info.digest)) continue;
+      blobs.push(info);
+      bytes += info.size;
+    }
+    if (!options.dryRun) {
+      for (const info of blobs) {
+        await store.delete(info.digest).catch((error) => {
+          if (!(error instanceof NotFoundError)) throw error;
+        });
+      }
+    }
+    const ingests: Status[] = options.ingestsOlderThan === undefined
+      ? []
+      : await store.prune({ olderThan: options.ingestsOlderThan, dryRun: options.dryRun });
+    return { blobs, ingests, bytes, kept: reachable.size };
+  } finally {
+    await file.unlock();
+  }
+}

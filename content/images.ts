@@ -1,0 +1,191 @@
+/**
+ * Image records: names bound to top descriptors, kept in the store's `index.json` (an OCI image
+ * index), so the store stays an OCI image layout that skopeo and umoci read directly.
+ *
+ * Each record is one entry of `manifests`, annotated with the full reference twice:
+ * `io.containerd.image.name` (containerd's key) and `org.opencontainers.image.ref.name` (the key
+ * skopeo's `oci:ROOT:NAME` and umoci's `--image ROOT:NAME` look up). Changes take an exclusive lock
+ * on `index.json.lock`, write a temporary file and rename it over `index.json`, so concurrent
+ * processes never lose each other's records and readers never see a partial file.
+ *
+ * @example
+ * ```ts ignore
+ * import { Images } from "./images.ts";
+ * const images = new Images("/var/lib/dist");
+ * for (const record of await images.list()) console.log(record.name, record.target.digest);
+ * ```
+ *
+ * @module
+ */
+import { type Descriptor, MediaType } from "./descriptor.ts";
+import { isDigest } from "./digest.ts";
+import { InvalidArgumentError, NotFoundError, UnsupportedError } from "./errors.ts";
+
+/** The annotation containerd names images with. */
+export const IMAGE_NAME_ANNOTATION = "io.containerd.image.name";
+/** The OCI layout's reference-name annotation. */
+export const REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name";
+
+/** A named image: its reference and the descriptor of its index or manifest. */
+export interface ImageRecord {
+  /** The full reference, e.g. `docker.io/library/alpine:3.20`. */
+  name: string;
+  /** The top descriptor (index or manifest), without the naming annotations. */
+  target: Descriptor;
+}
+
+interface IndexFile {
+  schemaVersion: 2;
+  mediaType?: string;
+  manifests: Descriptor[];
+  [key: string]: unknown;
+}
+
+// Names are references, which never hold whitespace or control characters.
+const NAME = /^[\x21-\x7e]+$/;
+
+/** The image records of one store root. */
+export class Images {
+  readonly #root: string;
+
+  /** Opens the records of the store at `root` (nothing is read until a method is called). */
+  constructor(root: string) {
+    this.#root = root;
+  }
+
+  /** Every record, in `index.json` order. Entries other tools wrote count by their ref.name. */
+  async list(): Promise<ImageRecord[]> {
+    const index = await this.#read();
+    const records: ImageRecord[] = [];
+    for (const entry of index.manifests) {
+      const name = nameOf(entry);
+      if (name !== undefined) records.push({ name, target: stripNames(entry) });
+    }
+    return records;
+  }
+
+  /** The record named `name`; {@link NotFoundError} when there is none. */
+  async get(name: string): Promise<ImageRecord> {
+    const found = (await this.list()).find((r) => r.name === name);
+    if (!found) throw new NotFoundError(`image ${name} not found`);
+    return found;
+  }
+
+  /** Binds `name` to `target`, replacing any record of that name; returns the record. */
+  async put(name: string, target: Descriptor): Promise<ImageRecord> {
+    if (!NAME.test(name)) {
+      throw new InvalidArgumentError(`invalid image name ${JSON.stringify(name)}`);
+    }
+    if (!isDigest(target.digest)) {
+      throw new InvalidArgumentError(`invalid digest ${JSON.stringify(target.digest)}`);
+    }
+    const entry: Descriptor = {
+      mediaType: target.mediaType,
+      digest: target.digest,
+      size: target.size,
+      ...(target.platform ? { platform: target.platform } : {}),
+      annotations: {
+        ...target.annotations,
+        [IMAGE_NAME_ANNOTATION]: name,
+        [REF_NAME_ANNOTATION]: name,
+      },
+    };
+    await this.#update((index) => {
+      // keep one entry per name, in place, so skopeo never sees the name twice
+      const at = index.manifests.findIndex((m) => holdsName(m, name));
+      index.manifests = index.manifests.filter((m) => !holdsName(m, name));
+      index.manifests.splice(at < 0 ? index.manifests.length : at, 0, entry);
+    });
+    return { name, target: stripNames(entry) };
+  }
+
+  /** Removes the record named `name`; {@link NotFoundError} when there is none. */
+  async remove(name: string): Promise<void> {
+    let found = false;
+    await this.#update((index) => {
+      const kept = index.manifests.filter((m) => !holdsName(m, name));
+      found = kept.length !== index.manifests.length;
+      index.manifests = kept;
+    });
+    if (!found) throw new NotFoundError(`image ${name} not found`);
+  }
+
+  /** Every descriptor in `index.json`, named or not: the roots of garbage collection. */
+  async roots(): Promise<Descriptor[]> {
+    return (await this.#read()).manifests;
+  }
+
+  async #read(): Promise<IndexFile> {
+    const path = `${this.#root}/index.json`;
+    let text: string;
+    try {
+      text = await Deno.readTextFile(path);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return emptyIndex();
+      throw error;
+    }
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      throw new UnsupportedError(`cannot read ${path}: not JSON`);
+    }
+    const index = value as IndexFile;
+    if (typeof value !== "object" || value === null || !Array.isArray(index.manifests)) {
+      throw new UnsupportedError(`cannot read ${path}: not an OCI image index`);
+    }
+    return index;
+  }
+
+  /** Reads, changes and replaces `index.json` under the records lock. */
+  async #update(change: (index: IndexFile) => void): Promise<void> {
+    await Deno.mkdir(this.#root, { recursive: true });
+    // the lock file is never removed, so every process locks the same inode
+    using lock = await Deno.open(`${this.#root}/index.json.lock`, {
+      read: true,
+      write: true,
+      create: true,
+    });
+    await lock.lock(true);
+    const temp = `${this.#root}/.index.json.${crypto.randomUUID()}.tmp`;
+    try {
+      const index = await this.#read();
+      change(index);
+      const bytes = new TextEncoder().encode(JSON.stringify(index, null, 2) + "\n");
+      {
+        using file = await Deno.open(temp, { write: true, createNew: true, mode: 0o644 });
+        let written = 0;
+        while (written < bytes.length) written += await file.write(bytes.subarray(written));
+        await file.sync();
+      }
+      await Deno.rename(temp, `${this.#root}/index.json`);
+    } catch (error) {
+      await Deno.remove(temp).catch(() => {});
+      throw error;
+    } finally {
+      await lock.unlock();
+    }
+  }
+}
+
+function emptyIndex(): IndexFile {
+  return { schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [] };
+}
+
+/** The name an index entry goes by: containerd's annotation, else the OCI ref.name. */
+function nameOf(entry: Descriptor): string | undefined {
+  return entry.annotations?.[IMAGE_NAME_ANNOTATION] ?? entry.annotations?.[REF_NAME_ANNOTATION];
+}
+
+/** Whether an entry answers to `name` under either annotation (skopeo looks at ref.name). */
+function holdsName(entry: Descriptor, name: string): boolean {
+  return nameOf(entry) === name || entry.annotations?.[REF_NAME_ANNOTATION] === name;
+}
+
+function stripNames(entry: Descriptor): Descriptor {
+  const { annotations, ...rest } = entry;
+  const others = { ...annotations };
+  delete others[IMAGE_NAME_ANNOTATION];
+  delete others[REF_NAME_ANNOTATION];
+  return Object.keys(others).length ? { ...rest, annotations: others } : rest;
+}

@@ -1,0 +1,212 @@
+/**
+ * Reading response bodies: in large chunks (BYOB reads into 1 MiB buffers where the body is a
+ * byte stream), resumed after a dropped connection, and capped for small documents.
+ */
+import { RegistryError } from "./errors.ts";
+import { backoffDelay, describeNetworkError, type RetryPolicy, sleep } from "./_retry.ts";
+
+/** Chunks handed on are up to this size: fewer, larger writes downstream. */
+const CHUNK_SIZE = 1 << 20;
+
+/** A body that starts at `start` bytes into the object (a 206 at the offset, or a 200 from 0). */
+export interface OpenedBody {
+  body: ReadableStream<Uint8Array>;
+  start: number;
+}
+
+/** What {@link resumableStream} needs besides the first body. */
+export interface ResumeOptions {
+  /** The object's size when known: a body that ends before it counts as a drop. */
+  size?: number;
+  /** Opens the object again at an offset (the reply may start earlier; the rest is skipped). */
+  reopen(offset: number): Promise<OpenedBody>;
+  /** Bounds the resumes that make no progress. */
+  policy: RetryPolicy;
+  /** Names the object in the final error. */
+  label: string;
+  signal?: AbortSignal;
+}
+
+/** Reads one body, BYOB where it can (no copy), else through a default reader. */
+class ChunkReader {
+  readonly #byob?: ReadableStreamBYOBReader;
+  readonly #default?: ReadableStreamDefaultReader<Uint8Array>;
+  #leftover?: Uint8Array;
+
+  constructor(body: ReadableStream<Uint8Array>) {
+    try {
+      this.#byob = body.getReader({ mode: "byob" });
+    } catch {
+      this.#default = body.getReader();
+    }
+  }
+
+  /**
+   * Reads into `buffer[from, to)`. Returns the buffer to use from now on (a BYOB read transfers
+   * it) and the number of bytes read, 0 at the end of the body.
+   */
+  async read(
+    buffer: Uint8Array<ArrayBuffer>,
+    from: number,
+    to: number,
+  ): Promise<{ buffer: Uint8Array<ArrayBuffer>; count: number }> {
+    if (this.#byob) {
+      const { done, value } = await this.#byob.read(
+        new Uint8Array(buffer.buffer, from, to - from),
+      );
+      if (!value) return { buffer: new Uint8Array(CHUNK_SIZE), count: 0 }; // cancelled
+      return {
+        buffer: new Uint8Array(value.buffer as ArrayBuffer),
+        count: done ? 0 : value.length,
+      };
+    }
+    let chunk = this.#leftover;
+    this.#leftover = undefined;
+    if (!chunk) {
+      const { done, value } = await this.#default!.read();
+      if (done) return { buffer, count: 0 };
+      chunk = value;
+    }
+    const room = to - from;
+    if (chunk.byteLength > room) this.#leftover = chunk.subarray(room);
+    const part = chunk.subarray(0, room);
+    buffer.set(part, from);
+    return { buffer, count: part.byteLength };
+  }
+
+  cancel(reason?: unknown): Promise<void> {
+    return (this.#byob ?? this.#default!).cancel(reason).catch(() => {});
+  }
+}
+
+/**
+ * Wraps a body that starts at `first.start` into a stream of chunks of up to 1 MiB. When the
+ * connection drops (or the body ends short of `size`), it reopens at the first byte not yet handed
+ * on and drops what a reply from an earlier offset repeats. Resumes that make no progress are
+ * bounded by the retry policy; the final error lists each failure.
+ */
+export function resumableStream(
+  first: OpenedBody,
+  options: ResumeOptions,
+): ReadableStream<Uint8Array<ArrayBuffer>> {
+  let reader = new ChunkReader(first.body);
+  let position = first.start; // absolute offset of the next byte to hand on
+  let bodyAt = first.start; // absolute offset of the next byte `reader` yields
+  const failures: string[] = [];
+  let failuresWithoutProgress = 0;
+  const size = options.size !== undefined && options.size >= 0 ? options.size : undefined;
+
+  const resume = async (why: string, cause?: unknown) => {
+    await reader.cancel();
+    failuresWithoutProgress++;
+    failures.push(`at byte ${position}: ${why}`);
+    if (failuresWithoutProgress >= options.policy.attempts) {
+      throw new RegistryError(
+        `cannot fetch ${options.label}: the transfer failed ${failures.length} times: ` +
+          failures.join("; "),
+        { retryable: true, cause },
+      );
+    }
+    await sleep(backoffDelay(options.policy, failuresWithoutProgress), options.signal);
+    const opened = await options.reopen(position);
+    reader = new ChunkReader(opened.body);
+    bodyAt = opened.start;
+  };
+
+  // Network reads land in this buffer and are copied into the reader's: a BYOB read that fails
+  // takes its buffer along, which must never be the reader's own.
+  let scratch: Uint8Array<ArrayBuffer> = new Uint8Array(CHUNK_SIZE);
+  // A byte stream: default readers get chunks of up to 1 MiB, while BYOB readers fill buffers of
+  // their own, so a consumer that reuses one buffer allocates nothing per chunk (fresh 1 MiB
+  // chunks cost 4 parallel 128 MiB downloads twice the time and 70 MB more RSS, in garbage).
+  return new ReadableStream({
+    type: "bytes",
+    autoAllocateChunkSize: CHUNK_SIZE,
+    async pull(controller) {
+      const request = controller.byobRequest!;
+      const view = request.view as Uint8Array;
+      let filled = 0;
+      const handOn = () => {
+        request.respond(filled);
+        position += filled;
+      };
+      for (;;) {
+        const skip = position - bodyAt; // > 0 while dropping bytes a reply repeats
+        const want = skip > 0 ? Math.min(CHUNK_SIZE, skip) : view.byteLength - filled;
+        let count: number;
+        try {
+          ({ buffer: scratch, count } = await reader.read(scratch, 0, Math.min(CHUNK_SIZE, want)));
+        } catch (error) {
+          if (options.signal?.aborted) throw options.signal.reason;
+          scratch = new Uint8Array(CHUNK_SIZE);
+          if (filled > 0) {
+            // hand on what arrived, so that progress is never lost twice
+            handOn();
+            await resume(describeNetworkError(error), error);
+            return;
+          }
+          await resume(describeNetworkError(error), error);
+          continue;
+        }
+        if (count === 0) {
+          const end = position + filled;
+          if (skip <= 0 && (size === undefined || end >= size)) {
+            if (filled > 0) handOn();
+            controller.close();
+            if (filled === 0) request.respond(0); // a pending read is answered at the end
+            return;
+          }
+          if (filled > 0) {
+            handOn();
+            await resume(`the body ended at byte ${end} of ${size}`);
+            return;
+          }
+          await resume(`the body ended at byte ${end} of ${size}`);
+          continue;
+        }
+        bodyAt += count;
+        if (skip > 0) continue;
+        view.set(scratch.subarray(0, count), filled);
+        filled += count;
+        // after a failure, hand on whatever arrived so that progress is never lost twice
+        if (filled === view.byteLength || failuresWithoutProgress > 0) {
+          handOn();
+          failuresWithoutProgress = 0;
+          return;
+        }
+      }
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
+}
+
+/** Reads a whole (small) body, failing once it exceeds `max` bytes. */
+export async function readCapped(
+  body: ReadableStream<Uint8Array> | null,
+  max: number,
+  tooLarge: (received: number) => Error,
+): Promise<Uint8Array<ArrayBuffer>> {
+  if (!body) return new Uint8Array(0);
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const reader = body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > max) {
+      await reader.cancel().catch(() => {});
+      throw tooLarge(total);
+    }
+    chunks.push(value);
+  }
+  const bytes = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return bytes;
+}

@@ -1,0 +1,475 @@
+/**
+ * Fetching a whole image from a registry into the store: resolve the reference, store the top
+ * descriptor's content, walk the graph for the chosen platforms, download every missing blob
+ * through the store's ingests (a bounded number at once, resuming partial ingests), then record
+ * the image in `index.json`.
+ *
+ * Ingests are keyed by digest (`layer-sha256:…`, `manifest-sha256:…`, `config-sha256:…`), so
+ * concurrent processes fetching the same image share one download per blob: the second waits on
+ * the first's lock and then finds the blob committed.
+ *
+ * @example
+ * ```ts ignore
+ * import { Store } from "../content/store.ts";
+ * import { RegistryClient } from "./client.ts";
+ * import { fetchImage } from "./copy.ts";
+ * const store = await Store.open("/tmp/dist-store");
+ * const result = await fetchImage(new RegistryClient(), store, "localhost:5000/app:v1", {
+ *   onProgress: (event) => console.log(event.status, event.digest),
+ * });
+ * console.log(result.name, result.descriptor.digest);
+ * ```
+ *
+ * @module
+ */
+import type { Descriptor, Platform } from "../content/descriptor.ts";
+import type { Digest } from "../content/digest.ts";
+import {
+  AlreadyExistsError,
+  DigestMismatchError,
+  InvalidArgumentError,
+  LockedError,
+  NotFoundError,
+  SizeMismatchError,
+} from "../content/errors.ts";
+import {
+  type Children,
+  childrenOf,
+  type GraphNode,
+  kindOf,
+  MAX_MANIFEST_SIZE,
+  type NodeKind,
+} from "../content/image_graph.ts";
+import { Images } from "../content/images.ts";
+import { acquireLease } from "../content/gc.ts";
+import type { Store, Writer } from "../content/store.ts";
+import type { RegistryClient } from "./client.ts";
+import { formatReference, parseReference, type Reference } from "./reference.ts";
+
+/** The default number of blobs downloaded at once. */
+export const DEFAULT_MAX_CONCURRENT_DOWNLOADS = 4;
+
+/** How often (at most) a blob's `downloading` event repeats while bytes arrive. */
+const PROGRESS_INTERVAL_MS = 100;
+
+/** What happened to one blob (or to the image, for `resolved` and `recorded`). */
+export type FetchStatus =
+  | "resolved"
+  | "waiting"
+  | "downloading"
+  | "exists"
+  | "done"
+  | "skipped"
+  | "recorded";
+
+/** A progress event of {@link fetchImage}; plain data, so it serializes as one JSON line. */
+export interface FetchEvent {
+  /** `waiting`: queued or another process is downloading it; `exists`: already in the store. */
+  status: FetchStatus;
+  /** The full reference being fetched. */
+  name: string;
+  digest: Digest;
+  mediaType: string;
+  kind: NodeKind;
+  /** The blob's size. */
+  size: number;
+  /** Bytes in the store so far (`downloading`, `done`). */
+  offset?: number;
+  /** Where this run started in a partial ingest left by an earlier one (resume), when not 0. */
+  resumedFrom?: number;
+  /** Why a blob was skipped (`skipped`). */
+  reason?: string;
+}
+
+/** Options of {@link fetchImage}. */
+export interface FetchImageOptions {
+  /** Wanted platforms; default: the host's. Each gets its best-matching manifest. */
+  platforms?: Platform[];
+  /** Fetch every manifest of an index, attestations included. */
+  allPlatforms?: boolean;
+  /** Blobs downloaded at once (default {@link DEFAULT_MAX_CONCURRENT_DOWNLOADS}). */
+  maxConcurrentDownloads?: number;
+  /** Stops the fetch; partial ingests stay behind to resume, never a partial blob. */
+  signal?: AbortSignal;
+  /** Receives progress events. */
+  onProgress?: (event: FetchEvent) => void;
+  /** Record the image in `index.json` under its full reference (default true). */
+  record?: boolean;
+}
+
+/** What {@link fetchImage} fetched. */
+export interface FetchImageResult {
+  /** The full reference, the record's name. */
+  name: string;
+  /** The top descriptor (index or manifest). */
+  descriptor: Descriptor;
+  /** The single-platform manifests that were fetched. */
+  manifests: Descriptor[];
+  /** Non-distributable layers that were not fetched. */
+  skipped: Descriptor[];
+  /** Bytes downloaded by this run. */
+  downloaded: number;
+}
+
+/** The registry operations {@link fetchImage} needs; {@link RegistryClient} has them. */
+export type ImageSource = Pick<RegistryClient, "resolve" | "fetchManifest" | "fetch">;
+
+/**
+ * Fetches the image `reference` from `source` into `store` for the chosen platforms and records
+ * it. Blobs already in the store are not fetched again; partial ingests are continued.
+ */
+export async function fetchImage(
+  source: ImageSource,
+  store: Store,
+  reference: string | Reference,
+  options: FetchImageOptions = {},
+): Promise<FetchImageResult> {
+  const ref = typeof reference === "string" ? parseReference(reference) : reference;
+  // garbage collection must not sweep blobs committed before the record points at them
+  const lease = await acquireLease(store.root);
+  try {
+    const job = new FetchJob(source, store, ref, options);
+    return await job.run();
+  } finally {
+    await lease.release();
+  }
+}
+
+class FetchJob {
+  readonly #source: ImageSource;
+  readonly #store: Store;
+  readonly #ref: Reference;
+  readonly #name: string;
+  readonly #options: FetchImageOptions;
+  readonly #limit: Limiter;
+  // a failed blob stops the others, as does the caller's signal
+  readonly #abort = new AbortController();
+  readonly #visited = new Map<string, Promise<void>>();
+  readonly #manifests: Descriptor[] = [];
+  readonly #skipped: Descriptor[] = [];
+  readonly #buffers: Uint8Array<ArrayBuffer>[] = [];
+  #downloaded = 0;
+  #failure: unknown;
+
+  constructor(source: ImageSource, store: Store, ref: Reference, options: FetchImageOptions) {
+    this.#source = source;
+    this.#store = store;
+    this.#ref = ref;
+    this.#name = formatReference(ref);
+    this.#options = options;
+    this.#limit = new Limiter(options.maxConcurrentDownloads ?? DEFAULT_MAX_CONCURRENT_DOWNLOADS);
+  }
+
+  get #signal(): AbortSignal {
+    return this.#abort.signal;
+  }
+
+  async run(): Promise<FetchImageResult> {
+    const outer = this.#options.signal;
+    outer?.throwIfAborted();
+    const onAbort = () => this.#abort.abort(outer!.reason);
+    outer?.addEventListener("abort", onAbort, { once: true });
+    try {
+      const descriptor = await this.#source.resolve(this.#ref, { signal: this.#signal });
+      this.#emit("resolved", { descriptor, kind: kindOf(descriptor) });
+      await this.#visit({ descriptor, kind: kindOf(descriptor) });
+      if (this.#options.record !== false) {
+        await new Images(this.#store.root).put(this.#name, descriptor);
+        this.#emit("recorded", { descriptor, kind: kindOf(descriptor) });
+      }
+      return {
+        name: this.#name,
+        descriptor,
+        manifests: this.#manifests,
+        skipped: this.#skipped,
+        downloaded: this.#downloaded,
+      };
+    } finally {
+      outer?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  #emit(
+    status: FetchStatus,
+    extra: { descriptor: Descriptor; kind: NodeKind } & Partial<FetchEvent>,
+  ) {
+    const { descriptor, ...rest } = extra;
+    this.#options.onProgress?.({
+      status,
+      name: this.#name,
+      digest: descriptor.digest,
+      mediaType: descriptor.mediaType,
+      size: descriptor.size,
+      ...rest,
+    });
+  }
+
+  /** Fetches a node once, however many parents point at it. */
+  #visit(node: GraphNode): Promise<void> {
+    let pending = this.#visited.get(node.descriptor.digest);
+    if (!pending) {
+      pending = node.kind === "index" || node.kind === "manifest"
+        ? this.#visitManifest(node)
+        : this.#visitBlob(node);
+      this.#visited.set(node.descriptor.digest, pending);
+    }
+    return pending;
+  }
+
+  async #visitManifest(node: GraphNode): Promise<void> {
+    const bytes = await this.#limit.run(() => this.#manifestBytes(node), this.#signal);
+    let graph: Children;
+    try {
+      graph = childrenOf(node.descriptor, bytes, this.#options);
+    } catch (error) {
+      if (!(error instanceof NotFoundError)) throw error;
+      throw new NotFoundError(`cannot fetch ${this.#name}: ${error.message}`, { cause: error });
+    }
+    const { children, skipped } = graph;
+    if (node.kind === "manifest") this.#manifests.push(node.descriptor);
+    for (const layer of skipped) {
+      this.#skipped.push(layer);
+      this.#emit("skipped", { descriptor: layer, kind: "layer", reason: "non-distributable" });
+    }
+    await this.#all(children.map((child) => this.#visit(child)));
+  }
+
+  async #visitBlob(node: GraphNode): Promise<void> {
+    if (await this.#store.has(node.descriptor.digest)) {
+      this.#emit("exists", node);
+      return;
+    }
+    this.#emit("waiting", { ...node, offset: 0 });
+    await this.#limit.run(() => this.#download(node), this.#signal);
+  }
+
+  /** Waits for every promise, then throws the first failure (stopping the rest early). */
+  async #all(promises: Promise<void>[]): Promise<void> {
+    const results = await Promise.allSettled(promises.map((p) =>
+      p.catch((error) => {
+        if (this.#failure === undefined) this.#failure = error;
+        this.#abort.abort(error);
+        throw error;
+      })
+    ));
+    if (results.some((r) => r.status === "rejected")) throw this.#failure;
+  }
+
+  /** The content of a manifest or index: from the store, else fetched, verified and stored. */
+  async #manifestBytes(node: GraphNode): Promise<Uint8Array<ArrayBuffer>> {
+    const { descriptor } = node;
+    if (await this.#store.has(descriptor.digest)) {
+      this.#emit("exists", node);
+      return await this.#store.readBytes(descriptor.digest, { maxSize: MAX_MANIFEST_SIZE });
+    }
+    this.#emit("downloading", { ...node, offset: 0 });
+    const bytes = await this.#source.fetchManifest(this.#ref, descriptor, {
+      signal: this.#signal,
+    });
+    const writer = await this.#openWriter(node);
+    if (writer) {
+      try {
+        if (writer.offset > 0) await writer.truncate(0);
+        await writer.write(bytes);
+        await writer.commit(bytes.length, descriptor.digest);
+      } catch (error) {
+        await writer.close().catch(() => {});
+        if (!(error instanceof AlreadyExistsError)) throw error;
+      }
+    }
+    this.#downloaded += bytes.length;
+    this.#emit("done", { ...node, offset: bytes.length });
+    return bytes as Uint8Array<ArrayBuffer>;
+  }
+
+  /**
+   * Opens the ingest for a node, waiting when another process holds it; undefined when the blob
+   * got committed meanwhile (by that other process).
+   */
+  async #openWriter(node: GraphNode): Promise<Writer | undefined> {
+    const { descriptor } = node;
+    const ingest = `${node.kind === "index" ? "manifest" : node.kind}-${descriptor.digest}`;
+    const options = { expected: descriptor.digest, total: descriptor.size, signal: this.#signal };
+    try {
+      try {
+        return await this.#store.writer(ingest, options);
+      } catch (error) {
+        if (!(error instanceof LockedError)) throw error;
+        this.#emit("waiting", { ...node, reason: "another process is fetching it" });
+        return await this.#store.writer(ingest, { ...options, wait: true });
+      }
+    } catch (error) {
+      if (error instanceof AlreadyExistsError) return undefined;
+      throw error;
+    }
+  }
+
+  async #download(node: GraphNode): Promise<void> {
+    const { descriptor } = node;
+    const writer = await this.#openWriter(node);
+    if (!writer) {
+      this.#emit("exists", node);
+      return;
+    }
+    try {
+      const resumed = await this.#fill(node, writer);
+      try {
+        await writer.commit(descriptor.size, descriptor.digest);
+      } catch (error) {
+        const mismatch = error instanceof DigestMismatchError ||
+          error instanceof SizeMismatchError;
+        if (!mismatch || !resumed) throw error;
+        // the partial ingest an earlier run left was damaged; commit dropped it: fetch it whole
+        await this.#fill(node, writer);
+        await writer.commit(descriptor.size, descriptor.digest);
+      }
+    } catch (error) {
+      await writer.close().catch(() => {});
+      if (error instanceof AlreadyExistsError) {
+        this.#emit("exists", node);
+        return;
+      }
+      throw error;
+    }
+    this.#emit("done", { ...node, offset: descriptor.size });
+  }
+
+  /**
+   * Streams the rest of a blob into its ingest, from the ingest's current offset; returns whether
+   * it continued bytes an earlier run left.
+   */
+  async #fill(node: GraphNode, writer: Writer): Promise<boolean> {
+    const { descriptor } = node;
+    let offset = writer.offset;
+    if (offset > descriptor.size) {
+      await writer.truncate(0);
+      offset = 0;
+    }
+    const resumedFrom = offset > 0 ? offset : undefined;
+    this.#emit("downloading", { ...node, offset, resumedFrom });
+    if (offset === descriptor.size) return offset > 0;
+    const response = await this.#source.fetch(this.#ref, descriptor, {
+      offset,
+      signal: this.#signal,
+    });
+    if (response.offset !== offset) {
+      // the registry ignored the range and sends everything: start the ingest over
+      await response.stream.cancel().catch(() => {});
+      if (response.offset !== 0) {
+        throw new SizeMismatchError(
+          `cannot resume ${descriptor.digest} at ${offset}: the registry answered from ` +
+            response.offset,
+        );
+      }
+      await writer.truncate(0);
+      await this.#fillFrom(node, writer, response, 0, undefined);
+      return false;
+    }
+    await this.#fillFrom(node, writer, response, offset, resumedFrom);
+    return offset > 0;
+  }
+
+  async #fillFrom(
+    node: GraphNode,
+    writer: Writer,
+    response: { stream: ReadableStream<Uint8Array> },
+    start: number,
+    resumedFrom: number | undefined,
+  ): Promise<void> {
+    let offset = start;
+    let last = Date.now();
+    const chunks = new ChunkReader(response.stream, this.#buffers);
+    try {
+      for (let chunk; (chunk = await chunks.read()) !== undefined;) {
+        await writer.write(chunk);
+        offset += chunk.byteLength;
+        this.#downloaded += chunk.byteLength;
+        const now = Date.now();
+        if (now - last >= PROGRESS_INTERVAL_MS) {
+          last = now;
+          this.#emit("downloading", { ...node, offset, resumedFrom });
+        }
+      }
+    } catch (error) {
+      await chunks.cancel(error);
+      throw error;
+    } finally {
+      chunks.release();
+    }
+  }
+}
+
+/** Read buffers, reused from blob to blob: 1 MiB each, at most one per running download. */
+const BUFFER_SIZE = 1 << 20;
+
+/**
+ * Reads a stream chunk by chunk. A byte stream (the registry client's) is read BYOB into a
+ * buffer taken from `pool` and reused for every chunk, so a download allocates nothing per
+ * chunk; other streams are read as they come.
+ */
+class ChunkReader {
+  readonly #pool: Uint8Array<ArrayBuffer>[];
+  readonly #byob?: ReadableStreamBYOBReader;
+  readonly #default?: ReadableStreamDefaultReader<Uint8Array>;
+  #buffer?: Uint8Array<ArrayBuffer>;
+
+  constructor(stream: ReadableStream<Uint8Array>, pool: Uint8Array<ArrayBuffer>[]) {
+    this.#pool = pool;
+    try {
+      this.#byob = stream.getReader({ mode: "byob" });
+      this.#buffer = pool.pop() ?? new Uint8Array(BUFFER_SIZE);
+    } catch {
+      this.#default = stream.getReader(); // not a byte stream
+    }
+  }
+
+  /** The next chunk (valid until the next call), or undefined at the end. */
+  async read(): Promise<Uint8Array | undefined> {
+    if (this.#default) {
+      const { done, value } = await this.#default.read();
+      return done ? undefined : value;
+    }
+    const { done, value } = await this.#byob!.read(this.#buffer!);
+    if (!value) return undefined; // cancelled
+    this.#buffer = new Uint8Array(value.buffer); // the read transferred it
+    return done ? undefined : value;
+  }
+
+  async cancel(reason: unknown): Promise<void> {
+    await (this.#byob ?? this.#default)!.cancel(reason).catch(() => {});
+  }
+
+  /** Releases the stream and gives the buffer back (unless a failed read took it along). */
+  release(): void {
+    (this.#byob ?? this.#default)!.releaseLock();
+    if (this.#buffer?.byteLength === BUFFER_SIZE) this.#pool.push(this.#buffer);
+    this.#buffer = undefined;
+  }
+}
+
+/** A FIFO semaphore: at most `max` tasks run at once, in the order they asked. */
+class Limiter {
+  readonly #max: number;
+  #running = 0;
+  readonly #queue: (() => void)[] = [];
+
+  constructor(max: number) {
+    if (!Number.isInteger(max) || max < 1) {
+      throw new InvalidArgumentError(`invalid number of concurrent downloads ${max}`);
+    }
+    this.#max = max;
+  }
+
+  async run<T>(task: () => Promise<T>, signal: AbortSignal): Promise<T> {
+    if (this.#running < this.#max) this.#running++;
+    else await new Promise<void>((resolve) => this.#queue.push(resolve)); // slot handed over
+    try {
+      signal.throwIfAborted();
+      return await task();
+    } finally {
+      const next = this.#queue.shift();
+      if (next) next();
+      else this.#running--;
+    }
+  }
+}

@@ -1,0 +1,333 @@
+/**
+ * The store commands as a user runs them: `dist ingest`, `active`, `list`, `path`, `delete`,
+ * `abort` and `prune`, spawned as processes with stdin, stdout, stderr and exit codes checked.
+ */
+import assert from "node:assert/strict";
+import { Store } from "../../content/store.ts";
+import { digestOf } from "../../content/digest.ts";
+import { distCommandLine, runDist, spawnDist } from "../_helpers/cli.ts";
+import { withTempDir } from "../_helpers/temp.ts";
+
+/** Pseudo-random bytes, different for each seed. */
+function content(size: number, seed = 1): Uint8Array<ArrayBuffer> {
+  const bytes = new Uint8Array(size);
+  let x = seed * 2654435761 >>> 0 || 1;
+  for (let i = 0; i < size; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    bytes[i] = x & 0xff;
+  }
+  return bytes;
+}
+
+function ingestArgs(root: string, bytes: Uint8Array, ref: string): string[] {
+  return [
+    "ingest",
+    "--root",
+    root,
+    "--expected-digest",
+    digestOf(bytes),
+    "--expected-size",
+    String(bytes.length),
+    ref,
+  ];
+}
+
+async function listDigests(root: string): Promise<string[]> {
+  const result = await runDist(["list", "-q", "--root", root]);
+  assert.equal(result.code, 0, result.stderr);
+  return result.stdout.split("\n").filter((line) => line !== "");
+}
+
+/** Polls `check` until it returns true (or fails after a few seconds). */
+async function until(what: string, check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** Starts `dist ingest` and feeds it `head`, keeping stdin open; resolves once data arrived. */
+async function startIngest(root: string, bytes: Uint8Array, ref: string, head: number) {
+  const child = spawnDist(ingestArgs(root, bytes, ref));
+  const stdin = child.stdin.getWriter();
+  await stdin.write(bytes.subarray(0, head));
+  const store = await Store.open(root);
+  await until("the ingest to show data", async () => {
+    const status = await store.status(ref).catch(() => undefined);
+    return status !== undefined && status.offset > 0;
+  });
+  return { child, stdin, store };
+}
+
+Deno.test("dist ingest stores stdin; list, path and active show the result", async () => {
+  await withTempDir(async (root) => {
+    const bytes = content(3 << 20);
+    const digest = digestOf(bytes);
+    const result = await runDist(ingestArgs(root, bytes, "layer-one"), { stdin: bytes });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stderr, "");
+    assert.deepEqual(await listDigests(root), [digest]);
+    assert.deepEqual(await Deno.readFile(`${root}/blobs/sha256/${digest.slice(7)}`), bytes);
+
+    const table = await runDist(["ls", "--root", root]);
+    assert.equal(table.code, 0);
+    const lines = table.stdout.trimEnd().split("\n");
+    assert.match(lines[0], /^DIGEST\s+SIZE\s+AGE$/);
+    assert.match(lines[1], new RegExp(`^${digest}\\s+3\\.0 MiB\\s+\\d+s ago$`));
+
+    const json = await runDist(["list", "--json", "--root", root]);
+    const info = JSON.parse(json.stdout);
+    assert.equal(info.digest, digest);
+    assert.equal(info.size, bytes.length);
+    assert.ok(!Number.isNaN(Date.parse(info.createdAt)));
+
+    const path = await runDist(["path", "--root", root, digest]);
+    assert.equal(path.stdout, `${digest} ${root}/blobs/sha256/${digest.slice(7)}\n`);
+    const quiet = await runDist(["path", "-q", "--root", root, digest]);
+    assert.equal(quiet.stdout, `${root}/blobs/sha256/${digest.slice(7)}\n`);
+
+    const active = await runDist(["active", "--root", root]);
+    assert.equal(active.stdout.trim().split("\n").length, 1); // the header only
+  });
+});
+
+Deno.test("dist ingest of content already in the store exits 0 at once", async () => {
+  await withTempDir(async (root) => {
+    const bytes = content(1000, 2);
+    assert.equal((await runDist(ingestArgs(root, bytes, "a"), { stdin: bytes })).code, 0);
+    // stdin is not even read: a different stream makes no difference
+    const again = await runDist(ingestArgs(root, bytes, "b"), { stdin: "something else" });
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(again.stderr, "");
+    assert.deepEqual(await listDigests(root), [digestOf(bytes)]);
+  });
+});
+
+Deno.test("dist ingest reports mismatches with both values, exits 1 and keeps nothing", async () => {
+  await withTempDir(async (root) => {
+    const bytes = content(200_000, 3);
+    const wrong = content(200_000, 4);
+    const digestMismatch = await runDist(ingestArgs(root, wrong, "ref"), { stdin: bytes });
+    assert.equal(digestMismatch.code, 1);
+    assert.equal(
+      digestMismatch.stderr,
+      `dist: cannot commit ref: expected digest ${digestOf(wrong)}, got ${digestOf(bytes)}\n`,
+    );
+    const short = await runDist(ingestArgs(root, bytes, "ref"), {
+      stdin: bytes.subarray(0, 150_000),
+    });
+    assert.equal(short.code, 1);
+    assert.equal(short.stderr, "dist: cannot commit ref: expected size 200000, got 150000\n");
+    const long = new Uint8Array(300_000);
+    long.set(bytes);
+    const tooLong = await runDist(ingestArgs(root, bytes, "ref"), { stdin: long });
+    assert.equal(tooLong.code, 1);
+    assert.equal(tooLong.stderr, "dist: cannot commit ref: expected size 200000, got 300000\n");
+    assert.deepEqual(await listDigests(root), []);
+    assert.deepEqual(await (await Store.open(root)).listStatuses(), []);
+    assert.deepEqual(await Array.fromAsync(Deno.readDir(`${root}/ingest`)), []);
+  });
+});
+
+Deno.test("dist ingest refuses a hostile digest with exit 2 and touches nothing", async () => {
+  await withTempDir(async (dir) => {
+    const root = `${dir}/store`;
+    for (const digest of ["sha256:../../etc/passwd", `sha256:${"A".repeat(64)}`, "nonsense"]) {
+      const result = await runDist(
+        ["ingest", "--root", root, "--expected-digest", digest, "--expected-size", "4", "r"],
+        { stdin: "data" },
+      );
+      assert.equal(result.code, 2);
+      assert.equal(
+        result.stderr,
+        `dist: invalid digest ${
+          JSON.stringify(digest)
+        }: want sha256:<64 hex> or sha512:<128 hex>\n`,
+      );
+    }
+    for (const command of ["path", "delete", "rm"]) {
+      const result = await runDist([command, "--root", root, "sha256:../../../victim"]);
+      assert.equal(result.code, 2);
+    }
+    assert.deepEqual(await Array.fromAsync(Deno.readDir(dir)), []); // not even the root
+  });
+});
+
+Deno.test("concurrent dist ingest of one ref: one writes, the others wait, one blob results", async () => {
+  await withTempDir(async (root) => {
+    const bytes = content(2 << 20, 5);
+    const digest = digestOf(bytes);
+    // the first holds the ingest with half the data while the others start
+    const { child, stdin, store } = await startIngest(root, bytes, "layer-x", 1 << 20);
+    const others = Array.from(
+      { length: 4 },
+      () => runDist(ingestArgs(root, bytes, "layer-x"), { stdin: bytes }),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(await store.has(digest), false);
+    await stdin.write(bytes.subarray(1 << 20));
+    await stdin.close();
+    const first = await child.output();
+    assert.equal(first.code, 0, new TextDecoder().decode(first.stderr));
+    for (const result of await Promise.all(others)) assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(await listDigests(root), [digest]);
+    assert.deepEqual(await store.readBytes(digest), bytes);
+    assert.deepEqual(await store.listStatuses(), []);
+
+    // and all at once, as `xargs -P` starts them
+    const again = content(1 << 20, 6);
+    const results = await Promise.all(
+      Array.from(
+        { length: 5 },
+        () => runDist(ingestArgs(root, again, "layer-y"), { stdin: again }),
+      ),
+    );
+    for (const result of results) assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual((await listDigests(root)).sort(), [digest, digestOf(again)].sort());
+    assert.deepEqual(await store.readBytes(digestOf(again)), again);
+  });
+});
+
+Deno.test("dist active shows a running ingest; a killed one resumes with the same stdin", async () => {
+  await withTempDir(async (root) => {
+    const bytes = content(3 << 20, 7);
+    const { child, stdin, store } = await startIngest(root, bytes, "layer-k", 2 << 20);
+    try {
+      const json = await runDist(["active", "--json", "--root", root]);
+      assert.equal(json.code, 0);
+      const status = JSON.parse(json.stdout);
+      assert.equal(status.ref, "layer-k");
+      assert.ok(status.offset > 0 && status.offset <= 2 << 20);
+      assert.equal(status.total, bytes.length);
+      assert.equal(status.expected, digestOf(bytes));
+      const table = await runDist(["active", "--root", root]);
+      const [header, row] = table.stdout.trimEnd().split("\n");
+      assert.match(header, /^REF\s+OFFSET\/TOTAL\s+STARTED\s+UPDATED$/);
+      assert.match(row, /^layer-k\s+\S+ \S+\/3\.0 MiB\s+\d+s ago\s+\d+s ago$/);
+    } finally {
+      child.kill("SIGKILL");
+      await child.status;
+      await stdin.abort().catch(() => {});
+    }
+    const left = await store.status("layer-k");
+    assert.ok(left.offset > 0);
+    const resumed = await runDist(ingestArgs(root, bytes, "layer-k"), { stdin: bytes });
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.deepEqual(await store.readBytes(digestOf(bytes)), bytes);
+    assert.deepEqual(await store.listStatuses(), []);
+  });
+});
+
+Deno.test("dist list -q | xargs dist delete empties the store", async () => {
+  await withTempDir(async (root) => {
+    for (let i = 0; i < 5; i++) {
+      const bytes = content(1000 + i, 10 + i);
+      assert.equal((await runDist(ingestArgs(root, bytes, `r${i}`), { stdin: bytes })).code, 0);
+    }
+    assert.equal((await listDigests(root)).length, 5);
+    const dist = distCommandLine();
+    const pipeline = await new Deno.Command("sh", {
+      args: ["-c", `${dist} list -q --root '${root}' | xargs ${dist} delete --root '${root}'`],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(pipeline.code, 0, new TextDecoder().decode(pipeline.stderr));
+    assert.equal(new TextDecoder().decode(pipeline.stdout).trim().split("\n").length, 5);
+    assert.deepEqual(await listDigests(root), []);
+  });
+});
+
+Deno.test("dist path and dist delete go on past absent blobs and exit 3", async () => {
+  await withTempDir(async (root) => {
+    const bytes = content(10, 20);
+    const digest = digestOf(bytes);
+    const absent = digestOf(content(10, 21));
+    await runDist(ingestArgs(root, bytes, "r"), { stdin: bytes });
+    const path = await runDist(["path", "-q", "--root", root, absent, digest]);
+    assert.equal(path.code, 3);
+    assert.equal(path.stdout, `${root}/blobs/sha256/${digest.slice(7)}\n`);
+    assert.equal(path.stderr, `dist: content ${absent} not found\n`);
+    const deleted = await runDist(["rm", "--root", root, absent, digest]);
+    assert.equal(deleted.code, 3);
+    assert.equal(deleted.stdout, `${digest}\n`);
+    assert.equal(deleted.stderr, `dist: content ${absent} not found\n`);
+    assert.deepEqual(await listDigests(root), []);
+  });
+});
+
+Deno.test("dist abort removes ingests; an unknown ref exits 3", async () => {
+  await withTempDir(async (root) => {
+    const store = await Store.open(root);
+    for (const ref of ["left-1", "left-2"]) {
+      const writer = await store.writer(ref);
+      await writer.write(content(100));
+      await writer.close();
+    }
+    const result = await runDist(["abort", "--root", root, "left-1", "left-2"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, "left-1\nleft-2\n");
+    assert.deepEqual(await store.listStatuses(), []);
+    const unknown = await runDist(["abort", "--root", root, "left-1"]);
+    assert.equal(unknown.code, 3);
+    assert.equal(unknown.stderr, "dist: ingest left-1 not found\n");
+  });
+});
+
+Deno.test("dist prune --ingests removes ingests older than --older-than", async () => {
+  await withTempDir(async (root) => {
+    const store = await Store.open(root);
+    const writer = await store.writer("stale");
+    await writer.write(content(100));
+    await writer.close();
+    const prune = (...args: string[]) => runDist(["prune", "--ingests", "--root", root, ...args]);
+
+    const young = await prune("--older-than", "1h");
+    assert.equal(young.code, 0, young.stderr);
+    assert.equal(young.stdout, "");
+    const dry = await prune("--older-than", "0s", "--dry-run");
+    assert.equal(dry.stdout, "would remove ingest stale\n");
+    assert.equal((await store.listStatuses()).length, 1);
+    const removed = await prune("--older-than=0s");
+    assert.equal(removed.code, 0, removed.stderr);
+    assert.equal(removed.stdout, "removed ingest stale\n");
+    assert.deepEqual(await store.listStatuses(), []);
+
+    const bad = await prune("--older-than", "3 days");
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /^dist: invalid duration "3 days" for --older-than: want e\.g\./);
+  });
+});
+
+Deno.test("store commands: usage errors exit 2 and every command has --help", async () => {
+  await withTempDir(async (root) => {
+    const digest = digestOf(content(1));
+    const usage: string[][] = [
+      ["ingest", "--expected-size", "1", "r"],
+      ["ingest", "--expected-digest", digest, "r"],
+      ["ingest", "--expected-digest", digest, "--expected-size", "-1", "r"],
+      ["ingest", "--expected-digest", digest, "--expected-size", "1"],
+      ["ingest", "--expected-digest", digest, "--expected-size", "1", "a", "b"],
+      ["list", "--bogus"],
+      ["ls", "extra"],
+      ["active", "-x"],
+      ["path"],
+      ["delete"],
+      ["abort"],
+      ["prune", "--ingests", "extra"],
+      ["prune", "--ingests", "--older-than"],
+    ];
+    for (const args of usage) {
+      const result = await runDist([...args, "--root", root], { stdin: "x" });
+      assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
+      assert.match(result.stderr, /^dist: /);
+    }
+    for (const name of ["ingest", "active", "list", "path", "delete", "abort", "prune"]) {
+      const help = await runDist([name, "--help"]);
+      assert.equal(help.code, 0);
+      assert.match(help.stdout, new RegExp(`Usage: dist ${name} `));
+    }
+  });
+});

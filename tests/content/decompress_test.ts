@@ -1,0 +1,98 @@
+import assert from "node:assert/strict";
+import { gzipSync, zstdCompressSync } from "node:zlib";
+import { compressionOf, decompress, detectCompression } from "../../content/decompress.ts";
+import { InvalidArgumentError } from "../../content/errors.ts";
+import { assertRejects } from "../_helpers/rejects.ts";
+
+/** Incompressible-enough test data of a few MiB, so output spans several chunks. */
+function sample(): Uint8Array<ArrayBuffer> {
+  const bytes = new Uint8Array(5 << 20);
+  for (let i = 0; i < bytes.length; i += 65536) {
+    crypto.getRandomValues(bytes.subarray(i, i + 32768)); // half random, half zeros
+  }
+  return bytes;
+}
+
+/** Hands out `bytes` in pieces: first the sizes in `first`, then `size` each. */
+function chunked(
+  bytes: Uint8Array,
+  size: number,
+  first: number[] = [],
+): ReadableStream<Uint8Array> {
+  let offset = 0;
+  const sizes = [...first];
+  return new ReadableStream({
+    pull(controller) {
+      if (offset >= bytes.length) return controller.close();
+      const n = sizes.shift() ?? size;
+      controller.enqueue(bytes.slice(offset, offset + n));
+      offset += n;
+    },
+  });
+}
+
+async function collect(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+Deno.test("compressionOf() maps OCI and Docker layer media types", () => {
+  assert.equal(compressionOf("application/vnd.oci.image.layer.v1.tar+gzip"), "gzip");
+  assert.equal(compressionOf("application/vnd.oci.image.layer.v1.tar+zstd"), "zstd");
+  assert.equal(compressionOf("application/vnd.oci.image.layer.v1.tar"), "none");
+  assert.equal(compressionOf("application/vnd.docker.image.rootfs.diff.tar.gzip"), "gzip");
+  assert.equal(compressionOf("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"), "gzip");
+  assert.equal(
+    compressionOf("application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"),
+    "zstd",
+  );
+  assert.equal(compressionOf("application/octet-stream"), undefined);
+});
+
+Deno.test("detectCompression() knows gzip and zstd by their magic bytes", () => {
+  assert.equal(detectCompression(gzipSync(new Uint8Array(3))), "gzip");
+  assert.equal(detectCompression(zstdCompressSync(new Uint8Array(3))), "zstd");
+  assert.equal(detectCompression(new TextEncoder().encode("ustar")), "none");
+  assert.equal(detectCompression(new Uint8Array(0)), "none");
+});
+
+Deno.test("decompress() inflates gzip and zstd by media type, and passes plain data through", async () => {
+  const data = sample();
+  const cases: [Uint8Array, string][] = [
+    [gzipSync(data), "application/vnd.oci.image.layer.v1.tar+gzip"],
+    [zstdCompressSync(data), "application/vnd.oci.image.layer.v1.tar+zstd"],
+    [data, "application/vnd.oci.image.layer.v1.tar"],
+  ];
+  for (const [bytes, mediaType] of cases) {
+    assert.deepEqual(await collect(decompress(chunked(bytes, 65536), { mediaType })), data);
+  }
+});
+
+Deno.test("decompress() sniffs the compression when the media type does not say", async () => {
+  const data = sample();
+  for (const bytes of [gzipSync(data), zstdCompressSync(data), data]) {
+    // 1-byte first chunks make sniffing gather the magic across chunks.
+    const head = chunked(bytes, 65536, [1, 1, 1]);
+    const out = await collect(decompress(head, { mediaType: "application/octet-stream" }));
+    assert.deepEqual(out, data);
+  }
+  assert.equal((await collect(decompress(chunked(new Uint8Array(0), 1)))).length, 0);
+});
+
+Deno.test("decompress() fails with InvalidArgumentError on corrupt data", async () => {
+  const bytes = gzipSync(sample());
+  bytes[bytes.length >> 1] ^= 0xff;
+  bytes[(bytes.length >> 1) + 1] ^= 0xff;
+  await assertRejects(
+    () => collect(decompress(chunked(bytes, 65536), { compression: "gzip" })),
+    InvalidArgumentError,
+    "cannot decompress gzip data",
+  );
+  // A truncated gzip stream fails too. (node:zlib's zstd decoder does not flag a truncated
+  // frame; unpackImage's diff_id check catches that.)
+  const truncated = gzipSync(sample()).subarray(0, 100_000);
+  await assertRejects(
+    () => collect(decompress(chunked(truncated, 4096), { compression: "gzip" })),
+    InvalidArgumentError,
+    "unexpected end",
+  );
+});

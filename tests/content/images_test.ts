@@ -1,0 +1,123 @@
+import assert from "node:assert/strict";
+import { Images } from "../../content/images.ts";
+import type { Descriptor } from "../../content/descriptor.ts";
+import { digestOf } from "../../content/digest.ts";
+import { InvalidArgumentError, NotFoundError } from "../../content/errors.ts";
+import { withTempDir } from "../_helpers/temp.ts";
+
+const IMAGES = new URL("../../content/images.ts", import.meta.url).href;
+
+function target(text: string): Descriptor {
+  const bytes = new TextEncoder().encode(text);
+  return {
+    mediaType: "application/vnd.oci.image.manifest.v1+json",
+    digest: digestOf(bytes),
+    size: bytes.length,
+  };
+}
+
+async function readIndex(root: string): Promise<{ manifests: Descriptor[] }> {
+  return JSON.parse(await Deno.readTextFile(`${root}/index.json`));
+}
+
+Deno.test("images.put() writes an OCI index entry named for containerd and skopeo", async () => {
+  await withTempDir(async (root) => {
+    const images = new Images(root);
+    const record = await images.put("127.0.0.1:5000/app/web:v1", target("a"));
+    assert.deepEqual(record, { name: "127.0.0.1:5000/app/web:v1", target: target("a") });
+    const index = await readIndex(root);
+    assert.equal(index.manifests.length, 1);
+    assert.deepEqual(index.manifests[0].annotations, {
+      "io.containerd.image.name": "127.0.0.1:5000/app/web:v1",
+      "org.opencontainers.image.ref.name": "127.0.0.1:5000/app/web:v1",
+    });
+    assert.deepEqual(await images.get("127.0.0.1:5000/app/web:v1"), record);
+    // no temporary files left behind
+    const names = [...Deno.readDirSync(root)].map((e) => e.name).sort();
+    assert.deepEqual(names, ["index.json", "index.json.lock"]);
+  });
+});
+
+Deno.test("images.put() replaces a record of the same name in place", async () => {
+  await withTempDir(async (root) => {
+    const images = new Images(root);
+    await images.put("r/a:1", target("a"));
+    await images.put("r/b:1", target("b"));
+    await images.put("r/a:1", target("c"));
+    const list = await images.list();
+    assert.deepEqual(list.map((r) => [r.name, r.target.digest]), [
+      ["r/a:1", target("c").digest],
+      ["r/b:1", target("b").digest],
+    ]);
+  });
+});
+
+Deno.test("images.remove() removes one record and keeps the rest", async () => {
+  await withTempDir(async (root) => {
+    const images = new Images(root);
+    await images.put("r/a:1", target("a"));
+    await images.put("r/b:1", target("b"));
+    await images.remove("r/a:1");
+    assert.deepEqual((await images.list()).map((r) => r.name), ["r/b:1"]);
+    await assert.rejects(images.remove("r/a:1"), NotFoundError);
+    await assert.rejects(
+      images.get("r/a:1"),
+      (e) => e instanceof NotFoundError && e.message === "image r/a:1 not found",
+    );
+  });
+});
+
+Deno.test("images.list() keeps entries other tools wrote, named by ref.name", async () => {
+  await withTempDir(async (root) => {
+    const unnamed = target("unnamed");
+    const skopeoEntry = {
+      ...target("s"),
+      annotations: { "org.opencontainers.image.ref.name": "latest" },
+    };
+    await Deno.writeTextFile(
+      `${root}/index.json`,
+      JSON.stringify({ schemaVersion: 2, manifests: [unnamed, skopeoEntry] }),
+    );
+    const images = new Images(root);
+    await images.put("r/a:1", target("a"));
+    assert.deepEqual((await images.list()).map((r) => r.name), ["latest", "r/a:1"]);
+    assert.equal((await images.roots()).length, 3);
+  });
+});
+
+Deno.test("images.put() rejects names with whitespace or control characters", async () => {
+  await withTempDir(async (root) => {
+    const images = new Images(root);
+    for (const bad of ["", "a b", "a\tb", "a\nb", "é"]) {
+      await assert.rejects(images.put(bad, target("a")), InvalidArgumentError);
+    }
+  });
+});
+
+Deno.test("images.put() from concurrent processes loses no record", async () => {
+  await withTempDir(async (root) => {
+    const script = (name: string, text: string) =>
+      `import { Images } from ${JSON.stringify(IMAGES)};
+       import { digestOf } from ${
+        JSON.stringify(new URL("../../content/digest.ts", import.meta.url).href)
+      };
+       const bytes = new TextEncoder().encode(${JSON.stringify(text)});
+       const target = { mediaType: "application/vnd.oci.image.manifest.v1+json", digest: digestOf(bytes), size: bytes.length };
+       for (let i = 0; i < 20; i++) await new Images(${JSON.stringify(root)}).put(${
+        JSON.stringify(name)
+      } + i, target);`;
+    const children = ["r/a:", "r/b:", "r/c:", "r/a:"].map((name, i) =>
+      new Deno.Command(Deno.execPath(), {
+        args: ["eval", script(name, `text-${i}`)],
+        stdout: "null",
+        stderr: "piped",
+      }).output()
+    );
+    for (const result of await Promise.all(children)) {
+      assert.equal(result.code, 0, new TextDecoder().decode(result.stderr));
+    }
+    const names = (await new Images(root).list()).map((r) => r.name).sort();
+    assert.equal(names.length, 60); // r/a:* written twice, still one record each
+    assert.equal(new Set(names).size, 60);
+  });
+});
