@@ -8,10 +8,9 @@
  */
 import { DistError } from "./content/errors.ts";
 import { defaultRoot } from "./content/root.ts";
-import { isIndexType, isManifestType, isSchema1Type } from "./content/descriptor.ts";
-import { verifyStream } from "./content/verify.ts";
 import { RegistryClient } from "./remotes/client.ts";
 import type { Credentials } from "./remotes/credentials.ts";
+import { fetchObject } from "./remotes/fetch_object.ts";
 import {
   formatReference,
   parseObjectReference,
@@ -354,9 +353,20 @@ function progressRenderer(): { onProgress(event: FetchEvent): void; close(): voi
   };
   const draw = () => {
     timer = undefined;
-    const now = [...active.values()].map(line);
+    // lines must neither wrap nor outgrow the screen, or moving up to redraw them goes wrong
+    let { columns, rows } = { columns: 0, rows: 0 };
+    try {
+      ({ columns, rows } = Deno.consoleSize());
+    } catch { /* no size known */ }
+    if (columns < 20 || rows < 5) ({ columns, rows } = { columns: 80, rows: 24 }); // e.g. 0×0
+    const all = [...active.values()].sort((a, b) =>
+      Number(b.status === "downloading") - Number(a.status === "downloading")
+    );
+    const room = Math.max(1, rows - 2);
+    const now = all.slice(0, all.length > room ? room - 1 : room).map(line);
+    if (all.length > room) now.push(`… and ${all.length - room + 1} more waiting`);
     const text = (drawn ? `\x1b[${drawn}F\x1b[J` : "") +
-      [...finished, ...now].map((l) => l + "\n").join("");
+      [...finished, ...now].map((l) => l.slice(0, columns - 1) + "\n").join("");
     finished.length = 0;
     drawn = now.length;
     writeAll(Deno.stderr, encoder.encode(text));
@@ -781,27 +791,7 @@ const COMMANDS: Command[] = [
       const { ref, mediaType, size } = objectArguments(ctx);
       const client = await registryClient(ctx);
       try {
-        const desc = await client.resolveObject(ref, { mediaType, size });
-        if (
-          isManifestType(desc.mediaType) || isIndexType(desc.mediaType) ||
-          isSchema1Type(desc.mediaType)
-        ) {
-          out.bytes(await client.fetchManifest(ref, desc));
-          return;
-        }
-        const { stream } = await client.fetch(ref, desc);
-        const reader = stream.pipeThrough(verifyStream({ ...desc, label: formatReference(ref) }))
-          .getReader();
-        try {
-          for (;;) {
-            const { done, value } = await reader.read();
-            if (done) break;
-            out.bytes(value);
-          }
-        } catch (error) {
-          await reader.cancel().catch(() => {});
-          throw error;
-        }
+        await fetchObject(client, ref, { mediaType, size, write: out.bytes });
       } finally {
         client.close();
       }
@@ -981,7 +971,9 @@ const COMMANDS: Command[] = [
       }
       const platformFlag = stringFlag(ctx, "platform");
       if (platformFlag !== undefined && format === "oci") {
-        throw new UsageError("--platform is for --format docker: an OCI archive keeps every platform");
+        throw new UsageError(
+          "--platform is for --format docker: an OCI archive keeps every platform",
+        );
       }
       const platform = platformFlag === undefined ? undefined : parsePlatform(platformFlag);
       if (output === "-" && Deno.stdout.isTerminal()) {

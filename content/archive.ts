@@ -111,7 +111,12 @@ export async function exportImages(
   }
   if (names.length === 0) throw new InvalidArgumentError("nothing to export: name an image");
   const images: NamedImage[] = [];
-  for (const name of new Set(names)) images.push(await findImage(store, name));
+  for (const name of names) {
+    const image = await findImage(store, name);
+    // `alpine` and `docker.io/library/alpine:latest` name one record: it goes in once
+    const key = image.name ?? image.target.digest;
+    if (!images.some((i) => (i.name ?? i.target.digest) === key)) images.push(image);
+  }
   const plan = format === "docker"
     ? await planDocker(store, images, options.platform)
     : await planOci(store, images);
@@ -341,7 +346,9 @@ export interface ImportEvent {
   status: "imported" | "exists";
   /** The entry's path in the archive. */
   path: string;
+  /** The blob's digest. */
   digest: Digest;
+  /** The blob's size in bytes. */
   size: number;
 }
 
@@ -360,8 +367,8 @@ export interface ImportResult {
   /** The records written to the store's `index.json`. */
   records: ImageRecord[];
   /**
-   * Images the archive names no name for: their content is in the store (reachable by digest,
-   * e.g. `dist unpack DIGEST`) but not recorded, so the next garbage collection removes it.
+   * Images the archive gives no name: their content is in the store (reachable by digest, e.g.
+   * `dist unpack DIGEST`) but not recorded, so the next garbage collection removes it.
    */
   unnamed: Descriptor[];
 }

@@ -17,7 +17,7 @@
  */
 import { createGunzip, createZstdDecompress } from "node:zlib";
 import type { Transform } from "node:stream";
-import { InvalidArgumentError } from "./errors.ts";
+import { CorruptContentError } from "./errors.ts";
 
 /** A layer's compression. */
 export type Compression = "gzip" | "zstd" | "none";
@@ -60,7 +60,7 @@ export function detectCompression(head: Uint8Array): Compression {
 /**
  * Decompresses `source` according to `options` (compression, else media type, else the magic
  * bytes). An uncompressed source is returned as is. Corrupt data makes the stream error with
- * {@link InvalidArgumentError}.
+ * {@link CorruptContentError}.
  */
 export function decompress(
   source: ReadableStream<Uint8Array>,
@@ -158,7 +158,7 @@ function inflate(
       zlib.on("error", (error: Error) =>
         fail(
           controller,
-          new InvalidArgumentError(`cannot decompress ${compression} data: ${error.message}`, {
+          new CorruptContentError(`cannot decompress ${compression} data: ${error.message}`, {
             cause: error,
           }),
         ));

@@ -17,6 +17,7 @@ export type DistErrorCode =
   | "invalid_argument"
   | "unsafe_entry"
   | "unsupported"
+  | "corrupt_content"
   | "registry"
   | "unauthorized";
 
@@ -98,5 +99,13 @@ export class UnsupportedError extends DistError {
   /** Creates an unsupported error. */
   constructor(message: string, options?: ErrorOptions) {
     super("unsupported", message, options);
+  }
+}
+
+/** Stored or received content cannot be parsed: a truncated tar, bad gzip, malformed JSON. */
+export class CorruptContentError extends DistError {
+  /** Creates a corrupt-content error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super("corrupt_content", message, options);
   }
 }

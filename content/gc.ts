@@ -8,12 +8,12 @@
  * takes the lease exclusively, so it never sweeps a blob a running fetch is about to record.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { Store } from "./store.ts";
  * import { collectGarbage } from "./gc.ts";
- * const store = await Store.open("/var/lib/dist");
+ * const store = await Store.open(await Deno.makeTempDir());
  * const result = await collectGarbage(store, { dryRun: true });
- * console.log(result.blobs.length, "blobs would go");
+ * console.assert(result.blobs.length === 0);
  * ```
  *
  * @module

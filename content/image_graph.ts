@@ -28,7 +28,7 @@ import {
   type Platform,
 } from "./descriptor.ts";
 import { type Digest, isDigest, shortDigest } from "./digest.ts";
-import { NotFoundError, UnsupportedError } from "./errors.ts";
+import { CorruptContentError, NotFoundError, UnsupportedError } from "./errors.ts";
 import { formatPlatform, hostPlatform, normalizePlatform, platformRank } from "./platform.ts";
 
 /** The largest manifest or index `dist` reads into memory (the registries' common limit). */
@@ -39,22 +39,35 @@ const ARTIFACT_MANIFEST = "application/vnd.oci.artifact.manifest.v1+json";
 
 /** An OCI image manifest or Docker schema 2 manifest. */
 export interface ImageManifest {
+  /** Always 2. */
   schemaVersion: 2;
+  /** The manifest's own media type, when it names it. */
   mediaType?: string;
+  /** The artifact type of an artifact manifest. */
   artifactType?: string;
+  /** The image config (or an artifact's config blob). */
   config: Descriptor;
+  /** The layers, lowest first. */
   layers: Descriptor[];
+  /** The manifest this one refers to (referrers API). */
   subject?: Descriptor;
+  /** Arbitrary metadata. */
   annotations?: Record<string, string>;
 }
 
 /** An OCI image index or Docker manifest list. */
 export interface ImageIndex {
+  /** Always 2. */
   schemaVersion: 2;
+  /** The index's own media type, when it names it. */
   mediaType?: string;
+  /** The artifact type of an artifact index. */
   artifactType?: string;
+  /** The entries: manifests (with platforms) or nested indexes. */
   manifests: Descriptor[];
+  /** The manifest this one refers to (referrers API). */
   subject?: Descriptor;
+  /** Arbitrary metadata. */
   annotations?: Record<string, string>;
 }
 
@@ -63,7 +76,9 @@ export type NodeKind = "index" | "manifest" | "config" | "layer" | "blob";
 
 /** A child descriptor and its role. */
 export interface GraphNode {
+  /** The child. */
   descriptor: Descriptor;
+  /** Its role. */
   kind: NodeKind;
 }
 
@@ -80,6 +95,7 @@ export interface PlatformSelection {
 
 /** The children of one descriptor: those to fetch, and layers left out because of their type. */
 export interface Children {
+  /** The children to fetch, in order (config first, then layers lowest first). */
   children: GraphNode[];
   /** Non-distributable (foreign) layers, which are never fetched. */
   skipped: Descriptor[];
@@ -87,7 +103,9 @@ export interface Children {
 
 /** Reads small content from a store; `Store` satisfies it. */
 export interface ContentReader {
+  /** Reports whether a blob is there. */
   has(digest: Digest): Promise<boolean>;
+  /** Reads a small blob, refusing one over `maxSize`. */
   readBytes(digest: Digest, options?: { maxSize?: number }): Promise<Uint8Array<ArrayBuffer>>;
 }
 
@@ -353,8 +371,8 @@ function schema1(descriptor: Descriptor): UnsupportedError {
   );
 }
 
-function invalid(where: string, problem: string): UnsupportedError {
-  return new UnsupportedError(`invalid ${where}: ${problem}`);
+function invalid(where: string, problem: string): CorruptContentError {
+  return new CorruptContentError(`invalid ${where}: ${problem}`);
 }
 
 function parseJson(
@@ -375,7 +393,9 @@ function parseJson(
   const object = value as Record<string, unknown>;
   if (object.schemaVersion === 1) throw schema1(descriptor);
   if (checkSchema && object.schemaVersion !== 2) {
-    throw invalid(where, `has schemaVersion ${JSON.stringify(object.schemaVersion)}, want 2`);
+    throw new UnsupportedError(
+      `${where} has schemaVersion ${JSON.stringify(object.schemaVersion)}, dist reads 2`,
+    );
   }
   return object;
 }

@@ -9,17 +9,24 @@
  * processes never lose each other's records and readers never see a partial file.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { Images } from "./images.ts";
- * const images = new Images("/var/lib/dist");
- * for (const record of await images.list()) console.log(record.name, record.target.digest);
+ * import { parseDigest } from "./digest.ts";
+ * const images = new Images(await Deno.makeTempDir());
+ * const digest = parseDigest(`sha256:${"0".repeat(64)}`);
+ * await images.put("localhost:5000/app:v1", {
+ *   mediaType: "application/vnd.oci.image.manifest.v1+json",
+ *   digest,
+ *   size: 2,
+ * });
+ * console.assert((await images.get("localhost:5000/app:v1")).target.digest === digest);
  * ```
  *
  * @module
  */
 import { type Descriptor, MediaType } from "./descriptor.ts";
 import { isDigest } from "./digest.ts";
-import { InvalidArgumentError, NotFoundError, UnsupportedError } from "./errors.ts";
+import { CorruptContentError, InvalidArgumentError, NotFoundError } from "./errors.ts";
 
 /** The annotation containerd names images with. */
 export const IMAGE_NAME_ANNOTATION = "io.containerd.image.name";
@@ -128,11 +135,11 @@ export class Images {
     try {
       value = JSON.parse(text);
     } catch {
-      throw new UnsupportedError(`cannot read ${path}: not JSON`);
+      throw new CorruptContentError(`cannot read ${path}: not JSON`);
     }
     const index = value as IndexFile;
     if (typeof value !== "object" || value === null || !Array.isArray(index.manifests)) {
-      throw new UnsupportedError(`cannot read ${path}: not an OCI image index`);
+      throw new CorruptContentError(`cannot read ${path}: not an OCI image index`);
     }
     return index;
   }

@@ -15,3 +15,8 @@ export * from "./tar.ts";
 export * from "./decompress.ts";
 export * from "./unpack.ts";
 export * from "./bundle.ts";
+export * from "./archive.ts";
+export * from "./platform.ts";
+export * from "./image_graph.ts";
+export * from "./images.ts";
+export * from "./gc.ts";

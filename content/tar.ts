@@ -22,7 +22,7 @@
  *
  * @module
  */
-import { InvalidArgumentError, UnsupportedError } from "./errors.ts";
+import { CorruptContentError, InvalidArgumentError, UnsupportedError } from "./errors.ts";
 
 /** What a tar entry is, normalized from its type flag. */
 export type TarEntryType =
@@ -173,7 +173,7 @@ class TarReader {
     let have = 0;
     while (have < BLOCK) {
       if (!(await this.#fill())) {
-        throw new InvalidArgumentError(
+        throw new CorruptContentError(
           `invalid tar archive: unexpected end of data in a header at offset ${this.#offset}`,
         );
       }
@@ -190,7 +190,7 @@ class TarReader {
   async readBody(): Promise<Uint8Array | null> {
     if (this.#remaining === 0) return null;
     if (!(await this.#fill())) {
-      throw new InvalidArgumentError(
+      throw new CorruptContentError(
         `invalid tar archive: unexpected end of data in ${this.#current?.header.name} at offset ${this.#offset}`,
       );
     }
@@ -208,7 +208,7 @@ class TarReader {
     this.#padding = 0;
     while (this.#remaining > 0) {
       if (!(await this.#fill())) {
-        throw new InvalidArgumentError(
+        throw new CorruptContentError(
           `invalid tar archive: unexpected end of data at offset ${this.#offset}`,
         );
       }
@@ -222,7 +222,7 @@ class TarReader {
   /** Reads a whole (small) body into memory: PAX records and GNU long names. */
   async #readSmallBody(size: number, what: string): Promise<Uint8Array<ArrayBuffer>> {
     if (size > this.#maxMetadata) {
-      throw new InvalidArgumentError(
+      throw new CorruptContentError(
         `invalid tar archive: ${what} of ${size} bytes at offset ${this.#offset} exceeds ${this.#maxMetadata}`,
       );
     }
@@ -253,7 +253,7 @@ class TarReader {
       if (!block || isZeroBlock(block)) {
         await this.#drain();
         if (longName !== undefined || longLink !== undefined || local) {
-          throw new InvalidArgumentError(
+          throw new CorruptContentError(
             `invalid tar archive: metadata header at the end of the archive without an entry`,
           );
         }
@@ -345,7 +345,7 @@ class Entry implements TarEntry {
   read(): Promise<Uint8Array | null> {
     if (!this.#reader) {
       return Promise.reject(
-        new InvalidArgumentError(`cannot read tar entry ${this.header.name}: the archive moved on`),
+        new CorruptContentError(`cannot read tar entry ${this.header.name}: the archive moved on`),
       );
     }
     return this.#reader.readBody();
@@ -378,7 +378,7 @@ function verifyChecksum(block: Uint8Array, offset: number): void {
     signed += byte > 127 ? byte - 256 : byte;
   }
   if (stored !== unsigned && stored !== signed) {
-    throw new InvalidArgumentError(
+    throw new CorruptContentError(
       `invalid tar archive: header checksum mismatch at offset ${offset} (not a tar archive, or corrupt)`,
     );
   }
@@ -420,7 +420,7 @@ function parseNumber(
     }
     if (negative) value = -(value + 1);
     if (!Number.isSafeInteger(value)) {
-      throw new InvalidArgumentError(
+      throw new CorruptContentError(
         `invalid tar header at offset ${offset}: ${field} out of range`,
       );
     }
@@ -434,7 +434,7 @@ function parseNumber(
     const c = block[i];
     if (c === 0x20 || c === 0) break;
     if (c < 0x30 || c > 0x37) {
-      throw new InvalidArgumentError(
+      throw new CorruptContentError(
         `invalid tar header at offset ${offset}: ${field} is not an octal number`,
       );
     }
@@ -492,13 +492,13 @@ function parsePax(bytes: Uint8Array, offset: number): Map<string, Uint8Array<Arr
     }
     const end = pos + length;
     if (i === pos || bytes[i] !== 0x20 || end > bytes.length || bytes[end - 1] !== 0x0a) {
-      throw new InvalidArgumentError(
+      throw new CorruptContentError(
         `invalid tar archive: malformed PAX record at offset ${offset}`,
       );
     }
     const eq = bytes.indexOf(0x3d, i + 1);
     if (eq < 0 || eq >= end) {
-      throw new InvalidArgumentError(
+      throw new CorruptContentError(
         `invalid tar archive: malformed PAX record at offset ${offset}`,
       );
     }
@@ -512,7 +512,7 @@ function parsePax(bytes: Uint8Array, offset: number): Map<string, Uint8Array<Arr
 function paxNumber(value: string, key: string, offset: number): number {
   const n = Number(value);
   if (value.trim() === "" || !Number.isFinite(n)) {
-    throw new InvalidArgumentError(
+    throw new CorruptContentError(
       `invalid tar archive: PAX ${key} ${
         JSON.stringify(value)
       } at offset ${offset} is not a number`,
@@ -540,7 +540,7 @@ function applyPax(header: TarHeader, records: Map<string, Uint8Array>, offset: n
       case "size":
         header.size = paxNumber(value, key, offset);
         if (!Number.isSafeInteger(header.size) || header.size < 0) {
-          throw new InvalidArgumentError(
+          throw new CorruptContentError(
             `invalid tar archive: PAX size ${value} at offset ${offset}`,
           );
         }

@@ -33,6 +33,7 @@
  * import { writeTar } from "./tar.ts";
  * const rootfs = await Deno.makeTempDir();
  * await applyLayer(rootfs, writeTar([{ header: { name: "etc/", type: "directory" } }]));
+ * await Deno.remove(rootfs, { recursive: true });
  * ```
  *
  * @module
@@ -45,6 +46,7 @@ import { type Digest, digestAlgorithm, Digester, parseDigest, shortDigest } from
 import { isIndexType, isManifestType } from "./descriptor.ts";
 import {
   AlreadyExistsError,
+  CorruptContentError,
   DigestMismatchError,
   DistError,
   InvalidArgumentError,
@@ -99,7 +101,7 @@ export async function applyLayer(
   options: ApplyLayerOptions = {},
 ): Promise<ApplyLayerResult> {
   await Deno.mkdir(rootfs, { recursive: true });
-  const info = await Deno.lstat(rootfs);
+  const info = await Deno.stat(rootfs); // the caller's choice: a symlink to a directory is fine
   if (!info.isDirectory) {
     throw new InvalidArgumentError(`cannot unpack into ${rootfs}: not a directory`);
   }
@@ -705,7 +707,7 @@ export async function unpackImage(
   const layers = manifestJson.layers;
   const diffIds = config.rootfs?.diff_ids ?? [];
   if (diffIds.length !== layers.length) {
-    throw new InvalidArgumentError(
+    throw new CorruptContentError(
       `cannot unpack ${manifest}: ${layers.length} layers but ${diffIds.length} diff_ids in config ${
         shortDigest(configDigest)
       }`,
@@ -787,7 +789,7 @@ function parseJson<T>(bytes: Uint8Array, what: string): T {
   try {
     return JSON.parse(new TextDecoder().decode(bytes)) as T;
   } catch (error) {
-    throw new InvalidArgumentError(`cannot parse ${what}: ${(error as Error).message}`);
+    throw new CorruptContentError(`cannot parse ${what}: ${(error as Error).message}`);
   }
 }
 

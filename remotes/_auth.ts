@@ -83,7 +83,8 @@ export class Authorizer {
 
   /** Whether credentials exist for the registry and repository (for error hints). */
   async hasCredentials(registry: string, repository: string): Promise<boolean> {
-    return (await this.#lookup(registry, repository)) !== undefined;
+    const found = await this.#lookup(registry, repository);
+    return found?.username !== undefined || !!found?.identityToken || !!found?.registryToken;
   }
 
   /**

@@ -52,10 +52,29 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 
 /** Describes a network-level failure in a few words, without secrets (no URLs with queries). */
 export function describeNetworkError(error: unknown): string {
-  const message = error instanceof Error ? error.message : String(error);
-  // Deno's fetch errors read "error sending request for url (URL): cause"; drop the URL
-  const withoutUrl = message.replace(/\s*for url \([^)]*\)/, "");
+  let message = error instanceof Error ? error.message : String(error);
   const cause = error instanceof Error && error.cause instanceof Error ? error.cause.message : "";
-  const text = cause && !withoutUrl.includes(cause) ? `${withoutUrl}: ${cause}` : withoutUrl;
-  return text.replace(/https?:\/\/\S+/g, (url) => url.replace(/\?.*$/, "?…"));
+  // Deno's fetch says "fetch failed", with the story in its cause
+  if (cause && !message.includes(cause)) {
+    message = message === "fetch failed" ? cause : `${message}: ${cause}`;
+  }
+  // "error sending request for url (URL): …": the URL is known from context and may carry a
+  // signed query string; drop it, and queries of any other URL
+  return message
+    .replace(/ for url \([^)]*\)/g, "")
+    .replace(/ from [\d.:[\]a-f]+(?= for )/g, "")
+    .replace(/ for https?:\/\/\S+( \([^)]*\))?/g, "")
+    .replace(/https?:\/\/\S+/g, (url) => url.replace(/\?.*$/, "?…"));
+}
+
+/** Joins the reasons of failed tries, runs of the same reason as one: "tries 1-3: 503 …". */
+export function summarizeTries(reasons: string[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < reasons.length;) {
+    let j = i;
+    while (j + 1 < reasons.length && reasons[j + 1] === reasons[i]) j++;
+    parts.push(i === j ? `try ${i + 1}: ${reasons[i]}` : `tries ${i + 1}-${j + 1}: ${reasons[i]}`);
+    i = j + 1;
+  }
+  return parts.join("; ");
 }

@@ -57,6 +57,7 @@ import {
   RETRYABLE_STATUSES,
   type RetryPolicy,
   sleep,
+  summarizeTries,
 } from "./_retry.ts";
 import { createTransport, type Transport } from "./_transport.ts";
 
@@ -111,6 +112,7 @@ export interface RegistryClientOptions {
 export interface ResolveOptions {
   /** The media types to accept (default {@link MANIFEST_MEDIA_TYPES}). */
   accept?: readonly string[];
+  /** Aborts the requests. */
   signal?: AbortSignal;
 }
 
@@ -120,6 +122,7 @@ export interface ResolveObjectOptions {
   mediaType?: string;
   /** The object's size if known (a `size:` hint); saves a request for blobs. */
   size?: number;
+  /** Aborts the requests. */
   signal?: AbortSignal;
 }
 
@@ -127,11 +130,13 @@ export interface ResolveObjectOptions {
 export interface FetchOptions {
   /** Where to start in the object (a resume); the registry may ignore it. */
   offset?: number;
+  /** Aborts the requests and the stream. */
   signal?: AbortSignal;
 }
 
 /** An object's bytes as a stream, and where in the object the stream really starts. */
 export interface FetchResult {
+  /** The object's bytes from `offset` on, in chunks of up to 1 MiB (a byte stream). */
   stream: ReadableStream<Uint8Array>;
   /** The offset of the stream's first byte: the requested offset, or 0 if the registry ignored it. */
   offset: number;
@@ -147,6 +152,15 @@ interface Exchange {
   signal?: AbortSignal;
   /** Statuses handed back instead of raised. */
   pass?: readonly number[];
+}
+
+/** Why a try failed. */
+interface Failure {
+  reason: string;
+  retryAfter?: number;
+  status?: number;
+  errors?: RegistryErrorEntry[];
+  cause?: unknown;
 }
 
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
@@ -215,15 +229,14 @@ export class RegistryClient {
         return { mediaType, digest: ref.digest ?? header, size };
       }
     }
-    const reply = await this.#exchange({
+    const { reply, bytes } = await this.#getDocument({
       method: "GET",
       url,
       ref,
       action: `resolve ${name}`,
       headers: { accept },
       signal: options.signal,
-    });
-    const bytes = await readManifestBody(reply, name);
+    }, name);
     const header = reply.headers.get("docker-content-digest") ?? "";
     const expected = ref.digest ?? (isDigest(header) ? header : undefined);
     const digest = digestOf(bytes, expected ? digestAlgorithm(expected) : "sha256");
@@ -278,15 +291,14 @@ export class RegistryClient {
     const name = `${ref.registry}/${ref.repository}@${desc.digest}`;
     if (isSchema1Type(desc.mediaType)) throw schema1Error(name);
     if (desc.size > MAX_MANIFEST_SIZE) throw tooLarge(name, desc.size);
-    const reply = await this.#exchange({
+    const { reply, bytes } = await this.#getDocument({
       method: "GET",
       url: this.#url(ref, "manifests", desc.digest),
       ref,
       action: `fetch ${name}`,
       headers: { accept: acceptFor(desc.mediaType) },
       signal: options.signal,
-    });
-    const bytes = await readManifestBody(reply, name);
+    }, name);
     const type = contentType(reply);
     if (isSchema1Type(type) || (!MANIFEST_MEDIA_TYPES.includes(type) && isSchema1Body(bytes))) {
       throw schema1Error(name);
@@ -310,7 +322,7 @@ export class RegistryClient {
       );
     }
     if (offset > 0 && offset === desc.size) {
-      return { stream: new ReadableStream({ start: (c) => c.close() }), offset };
+      return { stream: new ReadableStream({ type: "bytes", start: (c) => c.close() }), offset };
     }
     const open = (at: number) => this.#open(ref, desc, at, options.signal);
     const first = await open(offset);
@@ -322,6 +334,24 @@ export class RegistryClient {
       signal: options.signal,
     });
     return { stream, offset: first.start };
+  }
+
+  /** GETs a small document (manifest, index), retrying when the connection breaks mid-body. */
+  async #getDocument(
+    exchange: Exchange,
+    name: string,
+  ): Promise<{ reply: Response; bytes: Uint8Array<ArrayBuffer> }> {
+    const tries: string[] = [];
+    for (;;) {
+      const reply = await this.#exchange(exchange);
+      try {
+        return { reply, bytes: await readManifestBody(reply, name) };
+      } catch (error) {
+        if (exchange.signal?.aborted) throw exchange.signal.reason;
+        if (error instanceof DistError) throw error;
+        await this.#backOff(exchange, tries, { reason: describeNetworkError(error), cause: error });
+      }
+    }
   }
 
   /** Opens an object at `offset`: a 206 starting there, else the whole object from 0. */
@@ -344,13 +374,14 @@ export class RegistryClient {
         action,
         headers: { ...headers, range: `bytes=${offset}-` },
         signal,
+        pass: [416],
       });
       const range = /^bytes (\d+)-\d+\/(?:\d+|\*)$/.exec(reply.headers.get("content-range") ?? "");
       if (reply.status === 206 && range && Number(range[1]) === offset && reply.body) {
         return { body: reply.body, start: offset };
       }
       if (reply.status === 200 && reply.body) return { body: reply.body, start: 0 };
-      // a 206 for some other range is of no use: start over from the first byte
+      // a 206 for some other range (or a 416) is of no use: start over from the first byte
       await reply.body?.cancel();
     }
     const reply = await this.#exchange({ method: "GET", url, ref, action, headers, signal });
@@ -391,7 +422,7 @@ export class RegistryClient {
     const scope = `repository:${ref.repository}:pull`;
     const tries: string[] = [];
     let reauthorized = false;
-    for (let attempt = 1;; attempt++) {
+    for (;;) {
       const authorization = await this.#authorizer.authorization(
         ref.registry,
         ref.repository,
@@ -405,7 +436,12 @@ export class RegistryClient {
         if (signal?.aborted) throw signal.reason;
         if (error instanceof DistError) throw error;
         const reason = describeNetworkError(error);
-        await this.#backOff(exchange, tries, attempt, reason, undefined, error);
+        const hint = protocolHint(reason);
+        if (hint !== undefined) {
+          // TLS and protocol mismatches fail the same way every time: no retries
+          throw new RegistryError(`cannot ${action}: ${reason}${hint}`, { cause: error });
+        }
+        await this.#backOff(exchange, tries, { reason, cause: error });
         continue;
       }
       if (reply.status === 401 && atRegistry && !reauthorized) {
@@ -426,15 +462,17 @@ export class RegistryClient {
         }
         if (again) {
           await reply.body?.cancel();
-          attempt--; // answering a challenge is not a retry
-          continue;
+          continue; // answering a challenge is not a retry
         }
       }
       if (RETRYABLE_STATUSES.has(reply.status)) {
         const errors = await errorEntries(reply);
-        const reason = statusText(reply, errors);
-        const retryAfter = parseRetryAfter(reply.headers.get("retry-after"));
-        await this.#backOff(exchange, tries, attempt, reason, retryAfter, undefined, reply, errors);
+        await this.#backOff(exchange, tries, {
+          reason: statusText(reply, errors),
+          retryAfter: parseRetryAfter(reply.headers.get("retry-after")),
+          status: reply.status,
+          errors,
+        });
         continue;
       }
       if (reply.ok || exchange.pass?.includes(reply.status)) return reply;
@@ -459,34 +497,29 @@ export class RegistryClient {
     }
   }
 
-  /** Records a failed try; throws when the tries are used up, else waits before the next. */
-  async #backOff(
-    exchange: Exchange,
-    tries: string[],
-    attempt: number,
-    reason: string,
-    retryAfter: number | undefined,
-    cause?: unknown,
-    reply?: Response,
-    errors?: RegistryErrorEntry[],
-  ): Promise<void> {
-    tries.push(`try ${attempt}: ${reason}`);
+  /**
+   * Records a failed try in `tries`; throws when the tries are used up (listing each), else waits
+   * (for `Retry-After` when given, capped) before the next.
+   */
+  async #backOff(exchange: Exchange, tries: string[], failure: Failure): Promise<void> {
+    tries.push(failure.reason);
+    const attempt = tries.length;
     if (attempt >= this.#policy.attempts) {
       const summary = attempt === 1
-        ? reason
-        : `gave up after ${attempt} tries: ${tries.join("; ")}`;
+        ? failure.reason
+        : `gave up after ${attempt} tries: ${summarizeTries(tries)}`;
       throw new RegistryError(`cannot ${exchange.action}: ${summary}`, {
-        status: reply?.status,
-        errors,
+        status: failure.status,
+        errors: failure.errors,
         retryable: true,
-        cause,
+        cause: failure.cause,
       });
     }
     const delayMs = Math.min(
       this.#policy.maxDelayMs,
-      retryAfter ?? backoffDelay(this.#policy, attempt),
+      failure.retryAfter ?? backoffDelay(this.#policy, attempt),
     );
-    this.#onRetry?.({ action: exchange.action, attempt, reason, delayMs });
+    this.#onRetry?.({ action: exchange.action, attempt, reason: failure.reason, delayMs });
     await sleep(delayMs, exchange.signal);
   }
 
@@ -525,29 +558,43 @@ export class RegistryClient {
     for (let attempt = 1;; attempt++) {
       const headers = new Headers(init.headers);
       headers.set("user-agent", this.#userAgent);
-      let reply: Response;
+      let retryAfter: number | undefined;
       try {
-        reply = await this.#transport.send(url, { ...init, headers });
-      } catch (error) {
-        tries.push(`try ${attempt}: ${describeNetworkError(error)}`);
-        if (attempt >= this.#policy.attempts) {
-          throw new RegistryError(`cannot reach token server ${where}: ${tries.join("; ")}`, {
-            retryable: true,
-            cause: error,
-          });
+        const reply = await this.#transport.send(url, { ...init, headers });
+        if (!RETRYABLE_STATUSES.has(reply.status) || attempt >= this.#policy.attempts) {
+          return reply;
         }
-        await sleep(backoffDelay(this.#policy, attempt));
-        continue;
+        await reply.body?.cancel();
+        tries.push(`${reply.status} ${reply.statusText}`.trimEnd());
+        retryAfter = parseRetryAfter(reply.headers.get("retry-after"));
+      } catch (error) {
+        tries.push(describeNetworkError(error));
+        if (attempt >= this.#policy.attempts) {
+          throw new RegistryError(
+            `cannot reach token server ${where}: ${summarizeTries(tries)}`,
+            { retryable: true, cause: error },
+          );
+        }
       }
-      if (!RETRYABLE_STATUSES.has(reply.status) || attempt >= this.#policy.attempts) return reply;
-      await reply.body?.cancel();
-      tries.push(`try ${attempt}: ${reply.status}`);
-      const retryAfter = parseRetryAfter(reply.headers.get("retry-after"));
-      await sleep(
-        Math.min(this.#policy.maxDelayMs, retryAfter ?? backoffDelay(this.#policy, attempt)),
-      );
+      const backoff = retryAfter ?? backoffDelay(this.#policy, attempt);
+      await sleep(Math.min(this.#policy.maxDelayMs, backoff));
     }
   }
+}
+
+/**
+ * For network errors that no retry can fix (certificates, HTTP spoken to a TLS server and the
+ * reverse), a hint to append to the message; undefined for errors worth retrying.
+ */
+function protocolHint(reason: string): string | undefined {
+  if (/invalid HTTP version parsed/i.test(reason)) {
+    return " (does the registry speak HTTPS? plain HTTP is the default for loopback hosts)";
+  }
+  if (/corrupt message|InvalidContentType|wrong version number|unexpected message/i.test(reason)) {
+    return " (does the registry speak plain HTTP?)";
+  }
+  if (/certificate|UnknownIssuer|NotValidForName|handshake/i.test(reason)) return "";
+  return undefined;
 }
 
 function contentLength(reply: Response): number | undefined {

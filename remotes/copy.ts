@@ -68,8 +68,11 @@ export interface FetchEvent {
   status: FetchStatus;
   /** The full reference being fetched. */
   name: string;
+  /** The blob's (or image's) digest. */
   digest: Digest;
+  /** Its media type. */
   mediaType: string;
+  /** Its role: index, manifest, config, layer or blob. */
   kind: NodeKind;
   /** The blob's size. */
   size: number;
@@ -141,7 +144,10 @@ class FetchJob {
   readonly #ref: Reference;
   readonly #name: string;
   readonly #options: FetchImageOptions;
+  /** Blobs in transfer. */
   readonly #limit: Limiter;
+  /** Open ingests (transfer, commit, or waiting for another process): bounds open files. */
+  readonly #writers: Limiter;
   // a failed blob stops the others, as does the caller's signal
   readonly #abort = new AbortController();
   readonly #visited = new Map<string, Promise<void>>();
@@ -157,7 +163,9 @@ class FetchJob {
     this.#ref = ref;
     this.#name = formatReference(ref);
     this.#options = options;
-    this.#limit = new Limiter(options.maxConcurrentDownloads ?? DEFAULT_MAX_CONCURRENT_DOWNLOADS);
+    const max = options.maxConcurrentDownloads ?? DEFAULT_MAX_CONCURRENT_DOWNLOADS;
+    this.#limit = new Limiter(max);
+    this.#writers = new Limiter(2 * max);
   }
 
   get #signal(): AbortSignal {
@@ -240,7 +248,7 @@ class FetchJob {
       return;
     }
     this.#emit("waiting", { ...node, offset: 0 });
-    await this.#limit.run(() => this.#download(node), this.#signal);
+    await this.#writers.run(() => this.#download(node), this.#signal);
   }
 
   /** Waits for every promise, then throws the first failure (stopping the rest early). */
@@ -311,8 +319,11 @@ class FetchJob {
       this.#emit("exists", node);
       return;
     }
+    // Only the transfer takes a download slot: opening the ingest (or waiting for another
+    // process's lock on it) and committing (fsync, rename) overlap other downloads.
+    const fill = () => this.#limit.run(() => this.#fill(node, writer), this.#signal);
     try {
-      const resumed = await this.#fill(node, writer);
+      const resumed = await fill();
       try {
         await writer.commit(descriptor.size, descriptor.digest);
       } catch (error) {
@@ -320,7 +331,7 @@ class FetchJob {
           error instanceof SizeMismatchError;
         if (!mismatch || !resumed) throw error;
         // the partial ingest an earlier run left was damaged; commit dropped it: fetch it whole
-        await this.#fill(node, writer);
+        await fill();
         await writer.commit(descriptor.size, descriptor.digest);
       }
     } catch (error) {

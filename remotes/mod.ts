@@ -14,3 +14,5 @@ export * from "./reference.ts";
 export * from "./errors.ts";
 export * from "./credentials.ts";
 export * from "./client.ts";
+export * from "./fetch_object.ts";
+export * from "./copy.ts";

@@ -18,10 +18,11 @@ export interface TokenIssuerOptions {
   /** Whether requests without credentials get `pull` access (default true). */
   anonymousPull?: boolean;
   /**
-   * The lifetime in seconds written into the n-th token's `exp` (n from 0); default 300. A value
-   * below -60 makes a token the registry rejects as expired (it allows 60 s of clock skew).
+   * The lifetime in seconds written into a token's `exp` (default 300), given the user (undefined
+   * for anonymous requests) and how many tokens that user got before. A value below -60 makes a
+   * token the registry rejects as expired (it allows 60 s of clock skew).
    */
-  lifetime?: (index: number) => number;
+  lifetime?: (user: string | undefined, index: number) => number;
   /** The `expires_in` the replies announce (default 300). */
   expiresIn?: number;
 }
@@ -127,7 +128,7 @@ export async function startTokenIssuer(options: TokenIssuerOptions = {}): Promis
   const users = options.users ?? {};
   const anonymousPull = options.anonymousPull ?? true;
   const requests: TokenRequest[] = [];
-  let issued = 0;
+  const issued = new Map<string | undefined, number>();
 
   const sign = async (claims: Record<string, unknown>) => {
     const input = `${base64Url(JSON.stringify({ alg: "ES256", typ: "JWT", kid }))}.${
@@ -177,7 +178,9 @@ export async function startTokenIssuer(options: TokenIssuerOptions = {}): Promis
       return { type, name, actions: granted };
     });
     const now = Math.floor(Date.now() / 1000);
-    const lifetime = options.lifetime?.(issued++) ?? 300;
+    const index = issued.get(user) ?? 0;
+    issued.set(user, index + 1);
+    const lifetime = options.lifetime?.(user, index) ?? 300;
     const token = await sign({
       iss: issuer,
       sub: user ?? "",

@@ -326,6 +326,6 @@ Deno.test("dist export --help and dist import --help describe their flags", asyn
   assert.equal(importHelp.code, 0);
   assert.ok(importHelp.stdout.includes("Usage: dist import [flags] FILE|-"));
   const main = await runDist(["--help"]);
-  assert.match(main.stdout, /\n  export +write images/);
-  assert.match(main.stdout, /\n  import +read a docker-archive/);
+  assert.match(main.stdout, /\n {2}export +write images/);
+  assert.match(main.stdout, /\n {2}import +read a docker-archive/);
 });

@@ -125,7 +125,11 @@ Deno.test("exportImages() writes docker save's manifest.json, repositories and O
     await new Images(store.root).put("docker.io/library/app:v2", image.manifest);
     await new Images(store.root).put("docker.io/library/app:latest", image.manifest);
     const files = await archiveFiles(
-      await exportImages(store, ["app:v2", "docker.io/library/app:latest"]),
+      await exportImages(store, [
+        "app:v2",
+        "docker.io/library/app:v2",
+        "docker.io/library/app:latest",
+      ]),
     );
     const hex = (d: Descriptor) => d.digest.slice("sha256:".length);
     assert.deepEqual(JSON.parse(files.get("manifest.json")!), [{

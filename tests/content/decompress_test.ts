@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { gzipSync, zstdCompressSync } from "node:zlib";
 import { compressionOf, decompress, detectCompression } from "../../content/decompress.ts";
-import { InvalidArgumentError } from "../../content/errors.ts";
+import { CorruptContentError } from "../../content/errors.ts";
 import { assertRejects } from "../_helpers/rejects.ts";
 
 /** Incompressible-enough test data of a few MiB, so output spans several chunks. */
@@ -78,13 +78,13 @@ Deno.test("decompress() sniffs the compression when the media type does not say"
   assert.equal((await collect(decompress(chunked(new Uint8Array(0), 1)))).length, 0);
 });
 
-Deno.test("decompress() fails with InvalidArgumentError on corrupt data", async () => {
+Deno.test("decompress() fails with CorruptContentError on corrupt data", async () => {
   const bytes = gzipSync(sample());
   bytes[bytes.length >> 1] ^= 0xff;
   bytes[(bytes.length >> 1) + 1] ^= 0xff;
   await assertRejects(
     () => collect(decompress(chunked(bytes, 65536), { compression: "gzip" })),
-    InvalidArgumentError,
+    CorruptContentError,
     "cannot decompress gzip data",
   );
   // A truncated gzip stream fails too. (node:zlib's zstd decoder does not flag a truncated
@@ -92,7 +92,7 @@ Deno.test("decompress() fails with InvalidArgumentError on corrupt data", async 
   const truncated = gzipSync(sample()).subarray(0, 100_000);
   await assertRejects(
     () => collect(decompress(chunked(truncated, 4096), { compression: "gzip" })),
-    InvalidArgumentError,
+    CorruptContentError,
     "unexpected end",
   );
 });

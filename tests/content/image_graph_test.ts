@@ -7,7 +7,7 @@ import {
 } from "../../content/image_graph.ts";
 import { type Descriptor, MediaType, type Platform } from "../../content/descriptor.ts";
 import { digestOf } from "../../content/digest.ts";
-import { NotFoundError, UnsupportedError } from "../../content/errors.ts";
+import { CorruptContentError, NotFoundError, UnsupportedError } from "../../content/errors.ts";
 import { hostPlatform, parsePlatform } from "../../content/platform.ts";
 
 const encode = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
@@ -168,6 +168,6 @@ Deno.test("childrenOf() rejects a manifest with an invalid child digest", () => 
   );
   assert.throws(
     () => childrenOf(desc, bytes),
-    (e) => e instanceof UnsupportedError && e.message.includes("invalid digest"),
+    (e) => e instanceof CorruptContentError && e.message.includes("invalid digest"),
   );
 });

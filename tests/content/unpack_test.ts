@@ -466,7 +466,8 @@ async function runAsNobody(dir: string, script: string): Promise<string> {
   await requireTool("setpriv");
   // nobody cannot reach Deno under /root: give it a hardlink of the binary in `dir`.
   const deno = `${dir}/deno`;
-  await Deno.link(await Deno.realPath(Deno.execPath()), deno);
+  const binary = await Deno.realPath(Deno.execPath());
+  await Deno.link(binary, deno).catch(() => Deno.copyFile(binary, deno)); // copy across devices
   await Deno.writeTextFile(`${dir}/script.ts`, script);
   await Deno.mkdir(`${dir}/home`);
   await Deno.chown(`${dir}/home`, 65534, 65534);

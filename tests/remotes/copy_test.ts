@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type FetchEvent, fetchImage } from "../../remotes/copy.ts";
+import { type FetchEvent, fetchImage, type ImageSource } from "../../remotes/copy.ts";
 import { RegistryClient } from "../../remotes/client.ts";
 import { Store } from "../../content/store.ts";
 import { Images } from "../../content/images.ts";
@@ -18,6 +18,7 @@ import {
 } from "../_helpers/images.ts";
 import { pushBlob, pushManifest } from "../_helpers/push.ts";
 import { withTempDir } from "../_helpers/temp.ts";
+import { startThrottleProxy } from "../_helpers/throttle_proxy.ts";
 import { assertRejects } from "../_helpers/rejects.ts";
 
 /** Runs `fn` with a fresh registry, store and client, all cleaned up afterwards. */
@@ -252,23 +253,35 @@ Deno.test("fetchImage() fetches nothing again that the store has", async () => {
 Deno.test("fetchImage() keeps at most maxConcurrentDownloads blobs in flight", async () => {
   await withSetup(async (registry, store, client) => {
     const layers = [];
-    for (let i = 0; i < 8; i++) layers.push(compressLayer(randomBytes(64 * 1024 + i), "none"));
+    for (let i = 0; i < 8; i++) layers.push(compressLayer(randomBytes(256 * 1024 + i), "none"));
     await pushImage(registry.url, "many/app", { layers, tag: "v1" });
-    let inFlight = 0;
+    // the real client, counting the transfers open at once
+    let open = 0;
     let peak = 0;
-    const started = new Set<string>();
-    await fetchImage(client, store, `${registry.host}/many/app:v1`, {
-      maxConcurrentDownloads: 2,
-      onProgress: (e) => {
-        if (e.kind !== "layer") return;
-        if (e.status === "downloading" && !started.has(e.digest)) {
-          started.add(e.digest);
-          peak = Math.max(peak, ++inFlight);
-        }
-        if (e.status === "done") inFlight--;
+    let transfers = 0;
+    const source: ImageSource = {
+      resolve: (ref, options) => client.resolve(ref, options),
+      fetchManifest: (ref, desc, options) => client.fetchManifest(ref, desc, options),
+      async fetch(ref, desc, options) {
+        const result = await client.fetch(ref, desc, options);
+        transfers++;
+        peak = Math.max(peak, ++open);
+        const counted = result.stream.pipeThrough(
+          new TransformStream<Uint8Array<ArrayBuffer>, Uint8Array<ArrayBuffer>>({
+            flush: () => void open--,
+          }),
+        );
+        return { ...result, stream: counted };
       },
-    });
-    assert.equal(started.size, 8);
+    };
+    // transfers slowed down so that they overlap whenever the limit lets them
+    const proxy = await startThrottleProxy(registry.url, { bytesPerSecond: 8 << 20 });
+    try {
+      await fetchImage(source, store, `${proxy.host}/many/app:v1`, { maxConcurrentDownloads: 2 });
+    } finally {
+      await proxy.stop();
+    }
+    assert.equal(transfers, 9); // 8 layers and the config
     assert.equal(peak, 2);
   });
 });
