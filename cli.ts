@@ -275,12 +275,15 @@ function objectArguments(ctx: Context): { ref: Reference; mediaType?: string; si
   let mediaType: string | undefined;
   let size: number | undefined;
   for (const hint of hints) {
-    const [key, value] = [hint.slice(0, hint.indexOf(":")), hint.slice(hint.indexOf(":") + 1)];
-    if (key === "mediatype" && value !== "") mediaType = value;
-    else if (key === "size" && /^\d+$/.test(value)) size = Number(value);
-    else {throw new UsageError(
-        `unknown hint ${JSON.stringify(hint)}: want mediatype:TYPE or size:N`,
-      );}
+    const colon = hint.indexOf(":");
+    const [key, value] = [hint.slice(0, colon), hint.slice(colon + 1)];
+    if (key === "mediatype" && value !== "") {
+      mediaType = value;
+    } else if (key === "size" && /^\d+$/.test(value)) {
+      size = Number(value);
+    } else {
+      throw new UsageError(`unknown hint ${JSON.stringify(hint)}: want mediatype:TYPE or size:N`);
+    }
   }
   return { ref, mediaType, size };
 }

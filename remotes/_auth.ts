@@ -133,8 +133,14 @@ export class Authorizer {
       return credentials?.username !== undefined && !sent?.startsWith("Basic ");
     }
     if (credentials?.registryToken) return !sent?.startsWith("Bearer ");
-    // the token we sent (if any) was refused: drop it and ask for a new one
     const key = `${registry} ${scope}`;
+    const pending = this.#tokens.get(key);
+    if (pending) {
+      // a parallel request may have got a new token meanwhile: use that one
+      const current = await pending.catch(() => undefined);
+      if (current && `Bearer ${current.token}` !== sent) return true;
+    }
+    // the token we sent (if any) was refused: drop it and ask for a new one
     this.#tokens.delete(key);
     await this.#fetchToken(challenge, credentials, scope, key);
     return true;

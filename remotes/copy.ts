@@ -225,11 +225,15 @@ class FetchJob {
   }
 
   async #visitManifest(node: GraphNode): Promise<void> {
-    const bytes = await this.#limit.run(() => this.#manifestBytes(node), this.#signal);
+    const { bytes, stored } = await this.#limit.run(
+      () => this.#manifestBytes(node),
+      this.#signal,
+    );
     let graph: Children;
     try {
       graph = childrenOf(node.descriptor, bytes, this.#options);
     } catch (error) {
+      await stored.catch(() => {}); // the index stays stored even when no platform matches
       if (!(error instanceof NotFoundError)) throw error;
       throw new NotFoundError(`cannot fetch ${this.#name}: ${error.message}`, { cause: error });
     }
@@ -239,7 +243,7 @@ class FetchJob {
       this.#skipped.push(layer);
       this.#emit("skipped", { descriptor: layer, kind: "layer", reason: "non-distributable" });
     }
-    await this.#all(children.map((child) => this.#visit(child)));
+    await this.#all([stored, ...children.map((child) => this.#visit(child))]);
   }
 
   async #visitBlob(node: GraphNode): Promise<void> {
@@ -263,31 +267,42 @@ class FetchJob {
     if (results.some((r) => r.status === "rejected")) throw this.#failure;
   }
 
-  /** The content of a manifest or index: from the store, else fetched, verified and stored. */
-  async #manifestBytes(node: GraphNode): Promise<Uint8Array<ArrayBuffer>> {
+  /**
+   * The content of a manifest or index: from the store, else fetched and verified. `stored`
+   * settles once fetched content is committed, which runs while the children are fetched.
+   */
+  async #manifestBytes(
+    node: GraphNode,
+  ): Promise<{ bytes: Uint8Array<ArrayBuffer>; stored: Promise<void> }> {
     const { descriptor } = node;
     if (await this.#store.has(descriptor.digest)) {
       this.#emit("exists", node);
-      return await this.#store.readBytes(descriptor.digest, { maxSize: MAX_MANIFEST_SIZE });
+      const bytes = await this.#store.readBytes(descriptor.digest, {
+        maxSize: MAX_MANIFEST_SIZE,
+      });
+      return { bytes, stored: Promise.resolve() };
     }
     this.#emit("downloading", { ...node, offset: 0 });
     const bytes = await this.#source.fetchManifest(this.#ref, descriptor, {
       signal: this.#signal,
     });
+    this.#downloaded += bytes.length;
+    return { bytes, stored: this.#storeManifest(node, bytes) };
+  }
+
+  async #storeManifest(node: GraphNode, bytes: Uint8Array): Promise<void> {
     const writer = await this.#openWriter(node);
     if (writer) {
       try {
         if (writer.offset > 0) await writer.truncate(0);
         await writer.write(bytes);
-        await writer.commit(bytes.length, descriptor.digest);
+        await writer.commit(bytes.length, node.descriptor.digest);
       } catch (error) {
         await writer.close().catch(() => {});
         if (!(error instanceof AlreadyExistsError)) throw error;
       }
     }
-    this.#downloaded += bytes.length;
     this.#emit("done", { ...node, offset: bytes.length });
-    return bytes as Uint8Array<ArrayBuffer>;
   }
 
   /**

@@ -98,6 +98,18 @@ Deno.test("token registry: anonymous pull gets a token without credentials", asy
     } finally {
       client.close();
     }
+    // parallel first requests of a fresh client share one token request
+    const parallel = new RegistryClient({ credentials: {} });
+    try {
+      const ref = parseReference(`${host}/team/app:v1`);
+      await Promise.all([image.config, ...image.layers, image.config].map(async (blob) => {
+        const { stream } = await parallel.fetch(ref, blob);
+        await stream.pipeTo(new WritableStream());
+      }));
+      assert.equal(issuer.requests.length, 2);
+    } finally {
+      parallel.close();
+    }
   });
 });
 

@@ -1,0 +1,163 @@
+/**
+ * The three ways `dist` ships: `deno run` with the README's least-privilege flags, the
+ * single-file bundle, and the compiled binary (when a Deno runtime for `deno compile` exists).
+ */
+import assert from "node:assert/strict";
+import { buildLayer, pushImage } from "../_helpers/images.ts";
+import { type Registry, startRegistry } from "../_helpers/registry.ts";
+import { withTempDir } from "../_helpers/temp.ts";
+
+const PROJECT = new URL("../../", import.meta.url).pathname;
+const DENO = Deno.execPath();
+
+/** Starts a registry holding `app:latest`, a one-layer image with a runtime config. */
+async function withAppImage(fn: (registry: Registry) => Promise<void>): Promise<void> {
+  const registry = await startRegistry();
+  try {
+    const layer = await buildLayer({ "bin/hello": { content: "#!/bin/sh\necho hi\n", mode: 0o755 } });
+    await pushImage(registry.url, "app", {
+      layers: [layer],
+      tag: "latest",
+      config: { Cmd: ["/bin/hello"], Env: ["GREETING=hi"] },
+    });
+    await fn(registry);
+  } finally {
+    await registry.stop();
+  }
+}
+
+async function sh(script: string, options: { cwd: string; env: Record<string, string> }) {
+  const result = await new Deno.Command("sh", {
+    args: ["-c", script],
+    cwd: options.cwd,
+    clearEnv: true,
+    env: { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin", NO_COLOR: "1", ...options.env },
+    stdin: "null",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: result.code,
+    stdout: decoder.decode(result.stdout),
+    stderr: decoder.decode(result.stderr),
+  };
+}
+
+/** The README's least-privilege block, with the registry and the paths of this checkout. */
+async function readmeCommands(registryHost: string, cliPath: string): Promise<string> {
+  const readme = await Deno.readTextFile(`${PROJECT}README.md`);
+  const match = /<!-- least-privilege:start -->\n```sh\n([\s\S]*?)```\n<!-- least-privilege:end -->/
+    .exec(readme);
+  assert.ok(match, "README.md has no least-privilege block");
+  const script = match[1];
+  assert.match(script, /^REGISTRY=localhost:5000$/m);
+  return script
+    .replace(/^REGISTRY=localhost:5000$/m, `REGISTRY=${registryHost}`)
+    .replaceAll(/^deno run /gm, `'${DENO}' run --quiet `)
+    .replaceAll(/^ {2}cli\.ts /gm, `  '${cliPath}' `);
+}
+
+Deno.test("fetch and pull work under exactly the README's least-privilege flags", async () => {
+  await withAppImage((registry) =>
+    withTempDir(async (home) => {
+      const script = await readmeCommands(registry.host, `${PROJECT}cli.ts`);
+      const result = await sh(`set -e\n${script}`, { cwd: home, env: { HOME: home } });
+      assert.equal(result.code, 0, result.stderr);
+      const config = JSON.parse(await Deno.readTextFile(`${home}/app/config.json`));
+      assert.deepEqual(config.process.args, ["/bin/hello"]);
+      assert.ok(config.process.env.includes("GREETING=hi"));
+      assert.equal(await Deno.readTextFile(`${home}/app/rootfs/bin/hello`), "#!/bin/sh\necho hi\n");
+      // the store went where the README says, and nothing else was needed
+      const images = await Deno.readTextFile(`${home}/.local/share/dist/index.json`);
+      assert.match(images, new RegExp(`${registry.host}/app:latest`));
+    })
+  );
+});
+
+Deno.test("a least-privilege fetch without network permission fails cleanly", async () => {
+  await withAppImage((registry) =>
+    withTempDir(async (home) => {
+      const script = (await readmeCommands(registry.host, `${PROJECT}cli.ts`))
+        .replaceAll("--allow-net=$REGISTRY ", "");
+      const result = await sh(script.split("\ndeno")[0] + "\n" + script.split("\n").slice(3, 6).join("\n"), {
+        cwd: home,
+        env: { HOME: home },
+      });
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(result.stderr, /^dist: /m);
+      assert.equal(result.stderr.trim().split("\n").length, 1, result.stderr);
+    })
+  );
+});
+
+Deno.test("the bundle runs a real fetch with an empty DENO_DIR", async () => {
+  await withAppImage((registry) =>
+    withTempDir(async (dir) => {
+      const bundle = await new Deno.Command(DENO, {
+        args: ["bundle", "--quiet", "--platform", "deno", "-o", `${dir}/dist.js`, "cli.ts"],
+        cwd: PROJECT,
+      }).output();
+      assert.ok(bundle.success, new TextDecoder().decode(bundle.stderr));
+      const script = (await readmeCommands(registry.host, `${dir}/dist.js`)).split("\n")
+        .slice(0, 6).join("\n");
+      await Deno.mkdir(`${dir}/deno-dir`);
+      const result = await sh(`set -e\n${script}`, {
+        cwd: dir,
+        env: { HOME: dir, DENO_DIR: `${dir}/deno-dir`, DENO_NO_UPDATE_CHECK: "1" },
+      });
+      assert.equal(result.code, 0, result.stderr);
+      const list = await sh(`'${DENO}' run --quiet -A '${dir}/dist.js' images -q --root '${dir}/.local/share/dist'`, {
+        cwd: dir,
+        env: { HOME: dir, DENO_DIR: `${dir}/deno-dir` },
+      });
+      assert.equal(list.stdout.trim(), `${registry.host}/app:latest`);
+    })
+  );
+});
+
+/** A `denort` for `deno compile`: $DENORT_BIN, else one Deno already downloaded into its cache. */
+async function findRuntime(): Promise<string | undefined> {
+  const explicit = Deno.env.get("DENORT_BIN");
+  if (explicit) return explicit;
+  const denoDir = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno`;
+  const version = Deno.version.deno;
+  for (const name of ["denort-x86_64-unknown-linux-gnu.zip", "denort-aarch64-unknown-linux-gnu.zip"]) {
+    const cached = `${denoDir}/dl/release/v${version}/${name}`;
+    try {
+      await Deno.stat(cached);
+      return cached;
+    } catch { /* not cached */ }
+  }
+  return undefined;
+}
+
+const runtime = await findRuntime();
+if (!runtime) {
+  // deno-lint-ignore no-console
+  console.log(
+    "compiled dist binary: skipped: no Deno runtime for `deno compile` (set DENORT_BIN to a " +
+      `denort ${Deno.version.deno}; Deno's release host cannot be reached from this machine)`,
+  );
+}
+
+Deno.test({
+  name: "compiled dist binary fetches an image with its baked-in permissions",
+  ignore: runtime === undefined,
+  fn: async () => {
+    await withAppImage((registry) =>
+      withTempDir(async (dir) => {
+        const compile = await new Deno.Command(DENO, {
+          args: ["task", "--quiet", "compile", "--output", `${dir}/dist`],
+          cwd: PROJECT,
+          env: runtime?.endsWith(".zip") ? {} : { DENORT_BIN: runtime! },
+        }).output();
+        assert.ok(compile.success, new TextDecoder().decode(compile.stderr));
+        const result = await sh(
+          `'${dir}/dist' fetch -q --root '${dir}/store' ${registry.host}/app:latest`,
+          { cwd: dir, env: { HOME: dir } },
+        );
+        assert.equal(result.code, 0, result.stderr);
+        assert.match(result.stdout, /sha256:[0-9a-f]{64}/);
+      })
+    );
+  },
+});
