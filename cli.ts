@@ -62,19 +62,25 @@ interface Parsed {
 /** A command-line mistake: printed with a hint and exit code 2. */
 class UsageError extends Error {}
 
-/** Shared flags every command takes. */
-const GLOBAL_FLAGS: FlagSpec[] = [
-  {
-    name: "root",
-    type: "string",
-    value: "DIR",
-    description: "store root (default: $DIST_ROOT, else $XDG_DATA_HOME/dist)",
-  },
-  { name: "help", short: "h", type: "boolean", description: "show this help" },
-];
+const HELP_FLAG: FlagSpec = {
+  name: "help",
+  short: "h",
+  type: "boolean",
+  description: "show this help",
+};
+const ROOT_FLAG: FlagSpec = {
+  name: "root",
+  type: "string",
+  value: "DIR",
+  description: "store root (default: $DIST_ROOT, else $XDG_DATA_HOME/dist)",
+};
 
-function parseArgs(argv: string[], specs: FlagSpec[]): Parsed {
-  const all = [...specs, ...GLOBAL_FLAGS];
+/** The flags a command takes: its own, `--root` unless it never opens the store, and `--help`. */
+function commandFlags(command: Command): FlagSpec[] {
+  return [...command.flags, ...(command.storeless ? [] : [ROOT_FLAG]), HELP_FLAG];
+}
+
+function parseArgs(argv: string[], all: FlagSpec[]): Parsed {
   const flags: Parsed["flags"] = {};
   const args: string[] = [];
   const byName = (name: string) => all.find((s) => s.name === name);
@@ -184,6 +190,8 @@ interface Command {
   usage: string;
   summary: string;
   flags: FlagSpec[];
+  /** True for commands that talk to a registry only and take no `--root`. */
+  storeless?: boolean;
   /** Returns the exit code (default 0). */
   run(ctx: Context): Promise<number | void>;
 }
@@ -766,6 +774,7 @@ const COMMANDS: Command[] = [
   // ---- registry commands (remotes/) ----
   {
     name: "resolve",
+    storeless: true,
     usage: "[flags] REF",
     summary: "resolve a reference to its manifest descriptor",
     flags: [
@@ -787,6 +796,7 @@ const COMMANDS: Command[] = [
   },
   {
     name: "fetch-object",
+    storeless: true,
     usage: "[flags] REF | LOCATOR OBJECT [mediatype:TYPE] [size:N]",
     summary: "write one manifest or blob from a registry to stdout, raw and verified",
     flags: REGISTRY_FLAGS,
@@ -1051,7 +1061,7 @@ function flagHelp(specs: FlagSpec[]): string {
 function commandHelp(command: Command): string {
   const aliases = command.aliases?.length ? `\nAliases: ${command.aliases.join(", ")}\n` : "";
   return `${command.summary}\n\nUsage: dist ${command.name} ${command.usage}\n${aliases}\nFlags:\n${
-    flagHelp([...command.flags, ...GLOBAL_FLAGS])
+    flagHelp(commandFlags(command))
   }\n`;
 }
 
@@ -1117,7 +1127,7 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   try {
-    const { flags, args } = parseArgs(rest, command.flags);
+    const { flags, args } = parseArgs(rest, commandFlags(command));
     if (flags.help) {
       out.line(commandHelp(command).trimEnd());
       return 0;

@@ -2,6 +2,17 @@
  * The local content store: digests, descriptors, blobs, ingests and their locks, image records,
  * unpacking layers into runtime bundles, archives and garbage collection.
  *
+ * @example List what a store holds
+ * ```ts
+ * import { Images, Store } from "./mod.ts";
+ *
+ * const root = await Deno.makeTempDir();
+ * const store = await Store.open(root); // creates an empty OCI image layout
+ * for await (const info of store.list()) console.log(info.digest, info.size);
+ * console.assert((await new Images(root).list()).length === 0);
+ * await Deno.remove(root, { recursive: true });
+ * ```
+ *
  * @module
  */
 export * from "./errors.ts";

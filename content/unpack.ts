@@ -143,7 +143,7 @@ class LayerApplier {
     this.#privileged = this.#uid === 0;
     this.#sameOwner = options.sameOwner ?? this.#privileged;
     this.#xattrs = options.xattrs ?? true;
-    this.#umask = process.umask();
+    this.#umask = currentUmask();
   }
 
   /** Warns once per key and layer. */
@@ -801,5 +801,14 @@ async function removeAll(path: string): Promise<void> {
     if (error instanceof Deno.errors.NotFound) return;
     openUp(path);
     await Deno.remove(path, { recursive: true });
+  }
+}
+
+/** The process umask; without `--allow-sys=umask`, all bits, so that every file mode is set explicitly. */
+function currentUmask(): number {
+  try {
+    return process.umask();
+  } catch {
+    return 0o777;
   }
 }

@@ -348,7 +348,7 @@ export class RegistryClient {
         return { reply, bytes: await readManifestBody(reply, name) };
       } catch (error) {
         if (exchange.signal?.aborted) throw exchange.signal.reason;
-        if (error instanceof DistError) throw error;
+        if (error instanceof DistError || error instanceof Deno.errors.NotCapable) throw error;
         await this.#backOff(exchange, tries, { reason: describeNetworkError(error), cause: error });
       }
     }
@@ -434,7 +434,7 @@ export class RegistryClient {
         ({ reply, atRegistry } = await this.#follow(exchange, authorization));
       } catch (error) {
         if (signal?.aborted) throw signal.reason;
-        if (error instanceof DistError) throw error;
+        if (error instanceof DistError || error instanceof Deno.errors.NotCapable) throw error;
         const reason = describeNetworkError(error);
         const hint = protocolHint(reason);
         if (hint !== undefined) {
@@ -568,6 +568,7 @@ export class RegistryClient {
         tries.push(`${reply.status} ${reply.statusText}`.trimEnd());
         retryAfter = parseRetryAfter(reply.headers.get("retry-after"));
       } catch (error) {
+        if (error instanceof Deno.errors.NotCapable) throw error; // a missing permission stays missing
         tries.push(describeNetworkError(error));
         if (attempt >= this.#policy.attempts) {
           throw new RegistryError(

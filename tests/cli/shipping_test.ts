@@ -14,7 +14,9 @@ const DENO = Deno.execPath();
 async function withAppImage(fn: (registry: Registry) => Promise<void>): Promise<void> {
   const registry = await startRegistry();
   try {
-    const layer = await buildLayer({ "bin/hello": { content: "#!/bin/sh\necho hi\n", mode: 0o755 } });
+    const layer = await buildLayer({
+      "bin/hello": { content: "#!/bin/sh\necho hi\n", mode: 0o755 },
+    });
     await pushImage(registry.url, "app", {
       layers: [layer],
       tag: "latest",
@@ -42,24 +44,42 @@ async function sh(script: string, options: { cwd: string; env: Record<string, st
   };
 }
 
-/** The README's least-privilege block, with the registry and the paths of this checkout. */
-async function readmeCommands(registryHost: string, cliPath: string): Promise<string> {
+/**
+ * The README's least-privilege block, with this test's registry and `cli` path substituted: the
+ * variable assignments, then one entry per command (continuation lines joined).
+ */
+async function readmeCommands(
+  registryHost: string,
+  cliPath: string,
+): Promise<{ preamble: string; fetch: string; pull: string }> {
   const readme = await Deno.readTextFile(`${PROJECT}README.md`);
-  const match = /<!-- least-privilege:start -->\n```sh\n([\s\S]*?)```\n<!-- least-privilege:end -->/
-    .exec(readme);
+  const match =
+    /<!-- least-privilege:start -->\s*```sh\n([\s\S]*?)```\s*<!-- least-privilege:end -->/
+      .exec(readme);
   assert.ok(match, "README.md has no least-privilege block");
-  const script = match[1];
-  assert.match(script, /^REGISTRY=localhost:5000$/m);
-  return script
-    .replace(/^REGISTRY=localhost:5000$/m, `REGISTRY=${registryHost}`)
-    .replaceAll(/^deno run /gm, `'${DENO}' run --quiet `)
-    .replaceAll(/^ {2}cli\.ts /gm, `  '${cliPath}' `);
+  const lines = match[1].replaceAll("\\\n", " ").split("\n").filter((line) => line.trim());
+  const preamble = lines.filter((line) => /^[A-Z_]+=/.test(line)).join("\n");
+  assert.match(preamble, /^REGISTRY=localhost:5000$/m);
+  const command = (verb: string) => {
+    const line = lines.find((l) => l.startsWith("deno run ") && l.includes(` cli.ts ${verb} `));
+    assert.ok(line, `README.md's least-privilege block has no ${verb} command`);
+    return line.replace(/^deno run /, `'${DENO}' run --quiet `).replace(
+      " cli.ts ",
+      ` '${cliPath}' `,
+    );
+  };
+  return {
+    preamble: preamble.replace(/^REGISTRY=localhost:5000$/m, `REGISTRY=${registryHost}`),
+    fetch: command("fetch"),
+    pull: command("pull"),
+  };
 }
 
 Deno.test("fetch and pull work under exactly the README's least-privilege flags", async () => {
   await withAppImage((registry) =>
     withTempDir(async (home) => {
-      const script = await readmeCommands(registry.host, `${PROJECT}cli.ts`);
+      const readme = await readmeCommands(registry.host, `${PROJECT}cli.ts`);
+      const script = [readme.preamble, readme.fetch, readme.pull].join("\n");
       const result = await sh(`set -e\n${script}`, { cwd: home, env: { HOME: home } });
       assert.equal(result.code, 0, result.stderr);
       const config = JSON.parse(await Deno.readTextFile(`${home}/app/config.json`));
@@ -73,17 +93,15 @@ Deno.test("fetch and pull work under exactly the README's least-privilege flags"
   );
 });
 
-Deno.test("a least-privilege fetch without network permission fails cleanly", async () => {
+Deno.test("a least-privilege fetch without network permission fails in one line", async () => {
   await withAppImage((registry) =>
     withTempDir(async (home) => {
-      const script = (await readmeCommands(registry.host, `${PROJECT}cli.ts`))
-        .replaceAll("--allow-net=$REGISTRY ", "");
-      const result = await sh(script.split("\ndeno")[0] + "\n" + script.split("\n").slice(3, 6).join("\n"), {
-        cwd: home,
-        env: { HOME: home },
-      });
+      const readme = await readmeCommands(registry.host, `${PROJECT}cli.ts`);
+      const fetch = readme.fetch.replace("--allow-net=$REGISTRY ", "");
+      assert.notEqual(fetch, readme.fetch);
+      const result = await sh(`${readme.preamble}\n${fetch}`, { cwd: home, env: { HOME: home } });
       assert.equal(result.code, 1, result.stderr);
-      assert.match(result.stderr, /^dist: /m);
+      assert.match(result.stderr, /^dist: .*net/);
       assert.equal(result.stderr.trim().split("\n").length, 1, result.stderr);
     })
   );
@@ -97,18 +115,21 @@ Deno.test("the bundle runs a real fetch with an empty DENO_DIR", async () => {
         cwd: PROJECT,
       }).output();
       assert.ok(bundle.success, new TextDecoder().decode(bundle.stderr));
-      const script = (await readmeCommands(registry.host, `${dir}/dist.js`)).split("\n")
-        .slice(0, 6).join("\n");
+      const readme = await readmeCommands(registry.host, `${dir}/dist.js`);
+      const script = `${readme.preamble}\n${readme.fetch}`;
       await Deno.mkdir(`${dir}/deno-dir`);
       const result = await sh(`set -e\n${script}`, {
         cwd: dir,
         env: { HOME: dir, DENO_DIR: `${dir}/deno-dir`, DENO_NO_UPDATE_CHECK: "1" },
       });
       assert.equal(result.code, 0, result.stderr);
-      const list = await sh(`'${DENO}' run --quiet -A '${dir}/dist.js' images -q --root '${dir}/.local/share/dist'`, {
-        cwd: dir,
-        env: { HOME: dir, DENO_DIR: `${dir}/deno-dir` },
-      });
+      const list = await sh(
+        `'${DENO}' run --quiet -A '${dir}/dist.js' images -q --root '${dir}/.local/share/dist'`,
+        {
+          cwd: dir,
+          env: { HOME: dir, DENO_DIR: `${dir}/deno-dir` },
+        },
+      );
       assert.equal(list.stdout.trim(), `${registry.host}/app:latest`);
     })
   );
@@ -120,7 +141,9 @@ async function findRuntime(): Promise<string | undefined> {
   if (explicit) return explicit;
   const denoDir = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno`;
   const version = Deno.version.deno;
-  for (const name of ["denort-x86_64-unknown-linux-gnu.zip", "denort-aarch64-unknown-linux-gnu.zip"]) {
+  for (
+    const name of ["denort-x86_64-unknown-linux-gnu.zip", "denort-aarch64-unknown-linux-gnu.zip"]
+  ) {
     const cached = `${denoDir}/dl/release/v${version}/${name}`;
     try {
       await Deno.stat(cached);
@@ -145,12 +168,14 @@ Deno.test({
   fn: async () => {
     await withAppImage((registry) =>
       withTempDir(async (dir) => {
+        // the task writes ./dist in the checkout (ignored by git); move it out of the way
         const compile = await new Deno.Command(DENO, {
-          args: ["task", "--quiet", "compile", "--output", `${dir}/dist`],
+          args: ["task", "--quiet", "compile"],
           cwd: PROJECT,
           env: runtime?.endsWith(".zip") ? {} : { DENORT_BIN: runtime! },
         }).output();
         assert.ok(compile.success, new TextDecoder().decode(compile.stderr));
+        await Deno.rename(`${PROJECT}dist`, `${dir}/dist`);
         const result = await sh(
           `'${dir}/dist' fetch -q --root '${dir}/store' ${registry.host}/app:latest`,
           { cwd: dir, env: { HOME: dir } },
