@@ -18,11 +18,10 @@ import {
   type Reference,
 } from "./remotes/reference.ts";
 import type { Descriptor } from "./content/descriptor.ts";
-import { isDigest, shortDigest } from "./content/digest.ts";
-import { NotFoundError } from "./content/errors.ts";
+import { shortDigest } from "./content/digest.ts";
 import { collectGarbage } from "./content/gc.ts";
-import { resolveManifest, storedDescriptor, summarizeImage } from "./content/image_graph.ts";
-import { type ImageRecord, Images } from "./content/images.ts";
+import { resolveManifest, summarizeImage } from "./content/image_graph.ts";
+import { findImage, Images } from "./content/images.ts";
 import { parsePlatform } from "./content/platform.ts";
 import { Store } from "./content/store.ts";
 import { writeBlob } from "./content/write_blob.ts";
@@ -150,11 +149,11 @@ const out = {
   },
   /** Writes a diagnostic line to stderr, prefixed `dist: `. */
   error(text: string): void {
-    writeAll(Deno.stderr, encoder.encode(`dist: ${text}\n`));
+    writeAll(Deno.stderr, encoder.encode(`dist: ${oneLine(text)}\n`));
   },
   /** Writes a warning line to stderr. */
   warn(text: string): void {
-    writeAll(Deno.stderr, encoder.encode(`dist: warning: ${text}\n`));
+    writeAll(Deno.stderr, encoder.encode(`dist: warning: ${oneLine(text)}\n`));
   },
   /** Prints rows as aligned columns. */
   table(header: string[], rows: string[][]): void {
@@ -165,6 +164,17 @@ const out = {
     writeAll(Deno.stdout, encoder.encode(lines.join("\n") + "\n"));
   },
 };
+
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\x00-\x1f\x7f-\x9f]/g;
+
+/**
+ * Shows control characters as `\xNN`: messages carry text from registries and archives, whose
+ * newlines would break the one-line format and whose escape sequences would reach the terminal.
+ */
+function oneLine(text: string): string {
+  return text.replace(CONTROL, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+}
 
 function writeAll(file: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
   let offset = 0;
@@ -213,7 +223,10 @@ function boolFlag(ctx: Context, name: string): boolean {
 
 /** Requires at least `min` (and at most `max`) positional arguments. */
 function expectArgs(ctx: Context, min: number, max = Infinity): void {
-  if (ctx.args.length < min) throw new UsageError(`expected at least ${min} argument(s)`);
+  if (ctx.args.length < min) {
+    const want = min === max ? `${min}` : max === Infinity ? `at least ${min}` : `${min} to ${max}`;
+    throw new UsageError(`missing argument: want ${want}, got ${ctx.args.length}`);
+  }
   if (ctx.args.length > max) {
     throw new UsageError(`unexpected argument ${JSON.stringify(ctx.args[max])}`);
   }
@@ -231,7 +244,11 @@ const REGISTRY_FLAGS: FlagSpec[] = [
     description: "registry credentials (default: docker/podman config files)",
   },
   { name: "password-stdin", type: "boolean", description: "read the --user password from stdin" },
-  { name: "plain-http", type: "boolean", description: "talk plain HTTP (default for localhost)" },
+  {
+    name: "plain-http",
+    type: "boolean",
+    description: "talk plain HTTP (default for localhost, 127.0.0.0/8 and [::1])",
+  },
   { name: "insecure", type: "boolean", description: "skip TLS certificate verification" },
   {
     name: "ca-file",
@@ -453,23 +470,6 @@ async function fetchWithProgress(
     }
   }
   return result;
-}
-
-/** Finds an image record by its name, or by any spelling of its reference (`alpine`). */
-async function findRecord(images: Images, name: string): Promise<ImageRecord> {
-  try {
-    return await images.get(name);
-  } catch (error) {
-    if (!(error instanceof NotFoundError)) throw error;
-    let normalized: string;
-    try {
-      normalized = formatReference(parseReference(name));
-    } catch {
-      throw error;
-    }
-    if (normalized === name) throw error;
-    return await images.get(normalized).catch(() => Promise.reject(error));
-  }
 }
 
 /** Unpacks `manifest` into the bundle `dir`, one stderr line (or JSON event) a layer. */
@@ -889,10 +889,8 @@ const COMMANDS: Command[] = [
       const platform = platformFlag ? parsePlatform(platformFlag) : undefined;
       return interruptible(async (signal) => {
         const store = await Store.open(ctx.root());
-        const top = isDigest(name)
-          ? await storedDescriptor(store, name)
-          : (await findRecord(new Images(store.root), name)).target;
-        const manifest = await resolveManifest(store, top, { platform });
+        const { target } = await findImage(store, name);
+        const manifest = await resolveManifest(store, target, { platform });
         await unpackWithProgress(ctx, store, manifest, dir, signal);
         if (!boolFlag(ctx, "quiet") && !boolFlag(ctx, "json")) {
           out.line(`unpacked ${name} into ${dir}`);
@@ -914,7 +912,7 @@ const COMMANDS: Command[] = [
       if (ctx.args[0] === "rm") {
         if (ctx.args.length < 2) throw new UsageError("images rm needs at least one NAME");
         for (const name of ctx.args.slice(1)) {
-          const record = await findRecord(images, name);
+          const record = await images.find(name);
           await images.remove(record.name);
           if (!boolFlag(ctx, "quiet")) out.line(`removed ${record.name}`);
         }
@@ -1105,7 +1103,9 @@ function report(error: unknown, command?: Command): number {
     out.error(`permission denied: ${(error as Error).message}`);
     return 1;
   }
-  out.error(error instanceof Error ? error.message : String(error));
+  // OS errors start upper-case ("Not a directory (os error 20): mkdir '…'"); ours never do
+  const message = error instanceof Error ? error.message : String(error);
+  out.error(message.charAt(0).toLowerCase() + message.slice(1));
   return 1;
 }
 

@@ -16,8 +16,9 @@ import { Images } from "../content/images.ts";
 import { digestOf } from "../content/digest.ts";
 import type { Descriptor } from "../content/descriptor.ts";
 import { writeBlob } from "../content/write_blob.ts";
-import { randomBytes } from "../tests/_helpers/images.ts";
+import { randomBytes } from "../tests/_helpers/bytes.ts";
 import { removeTree } from "../tests/_helpers/temp.ts";
+import { benchConfig, flag, median } from "./_common.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
 const MiB = 1024 * 1024;
@@ -26,10 +27,6 @@ const LAYER_SIZE = 128 * MiB;
 const MAX_RATIO = 1.3;
 const NAME = "bench.local/export:latest";
 
-function flag(name: string, fallback: number): number {
-  const at = Deno.args.indexOf(`--${name}`);
-  return at >= 0 ? Number(Deno.args[at + 1]) : fallback;
-}
 const RUNS = flag("runs", 5);
 
 async function put(store: Store, bytes: Uint8Array, mediaType: string): Promise<Descriptor> {
@@ -46,21 +43,11 @@ async function buildImage(store: Store): Promise<string[]> {
       await put(store, randomBytes(LAYER_SIZE), "application/vnd.oci.image.layer.v1.tar"),
     );
   }
-  const encoder = new TextEncoder();
-  const config = await put(
-    store,
-    encoder.encode(JSON.stringify({
-      architecture: "amd64",
-      os: "linux",
-      rootfs: { type: "layers", diff_ids: layers.map((l) => l.digest) },
-      config: {},
-    })),
-    "application/vnd.oci.image.config.v1+json",
-  );
+  const config = await put(store, benchConfig(layers), "application/vnd.oci.image.config.v1+json");
   const mediaType = "application/vnd.oci.image.manifest.v1+json";
   const manifest = await put(
     store,
-    encoder.encode(JSON.stringify({ schemaVersion: 2, mediaType, config, layers })),
+    new TextEncoder().encode(JSON.stringify({ schemaVersion: 2, mediaType, config, layers })),
     mediaType,
   );
   await new Images(store.root).put(NAME, manifest);
@@ -81,9 +68,6 @@ async function time(command: string[], cwd?: string): Promise<number> {
   }
   return seconds;
 }
-
-const median = (values: number[]) =>
-  [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
 const work = await Deno.makeTempDir({ prefix: "dist-bench-export-" });
 let failed = false;

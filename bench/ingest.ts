@@ -13,14 +13,11 @@
  */
 // deno-lint-ignore-file no-console
 import { removeTree, requireTool } from "../tests/_helpers/temp.ts";
+import { flag, median } from "./_common.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
 const MiB = 1024 * 1024;
 
-function flag(name: string, fallback: number): number {
-  const at = Deno.args.indexOf(`--${name}`);
-  return at >= 0 ? Number(Deno.args[at + 1]) : fallback;
-}
 const RUNS = flag("runs", 5);
 const SIZE = flag("size", 1024) * MiB;
 const MIN_RATIO = 0.6;
@@ -44,8 +41,6 @@ async function timeShell(
   return { seconds, stdout, stderr };
 }
 
-const median = (values: number[]) =>
-  [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 
 await requireTool("openssl");

@@ -8,14 +8,11 @@
  */
 // deno-lint-ignore-file no-console
 import { removeTree } from "../tests/_helpers/temp.ts";
+import { flag, median } from "./_common.ts";
 
 const PROJECT = new URL("../", import.meta.url).pathname;
-const at = Deno.args.indexOf("--runs");
-const RUNS = at >= 0 ? Number(Deno.args[at + 1]) : 15;
+const RUNS = flag("runs", 15);
 const TARGET_MS = 150;
-
-const median = (values: number[]) =>
-  [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
 /** Wall milliseconds of one `deno run` of `args`, with `denoDir` as its DENO_DIR. */
 async function once(args: string[], denoDir?: string): Promise<number> {

@@ -12,13 +12,10 @@
 import { Store } from "../content/store.ts";
 import { digestOf } from "../content/digest.ts";
 import { removeTree } from "../tests/_helpers/temp.ts";
+import { flag, median } from "./_common.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
 
-function flag(name: string, fallback: number): number {
-  const at = Deno.args.indexOf(`--${name}`);
-  return at >= 0 ? Number(Deno.args[at + 1]) : fallback;
-}
 const RUNS = flag("runs", 5);
 const BLOBS = flag("blobs", 10_000);
 const INGESTS = flag("ingests", 1_000);
@@ -39,9 +36,6 @@ async function time(args: string[]): Promise<{ seconds: number; lines: number }>
   const text = new TextDecoder().decode(result.stdout);
   return { seconds, lines: text.split("\n").filter((l) => l !== "").length };
 }
-
-const median = (values: number[]) =>
-  [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
 const root = await Deno.makeTempDir({ prefix: "dist-bench-list-" });
 let failed = false;

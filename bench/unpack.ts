@@ -15,6 +15,7 @@ import { unpackImage } from "../content/unpack.ts";
 import { Digester, parseDigest } from "../content/digest.ts";
 import { Store } from "../content/store.ts";
 import { removeTree, requireTool } from "../tests/_helpers/temp.ts";
+import { flag, median } from "./_common.ts";
 
 const PATHS = [
   "usr/lib/python3.11",
@@ -29,11 +30,6 @@ const PATHS = [
 ];
 const WORK = new URL("../.bench/unpack/", import.meta.url).pathname;
 const LAYOUT = `${WORK}layout`;
-
-function flag(name: string, fallback: number): number {
-  const at = Deno.args.indexOf(`--${name}`);
-  return at >= 0 ? Number(Deno.args[at + 1]) : fallback;
-}
 
 /** Child mode: `--child MANIFEST BUNDLE` unpacks and exits. */
 if (Deno.args[0] === "--child") {
@@ -155,8 +151,6 @@ async function timed(command: string, args: string[]): Promise<number> {
   }
   return elapsed;
 }
-
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[values.length >> 1];
 
 await requireTool("umoci");
 await requireTool("tar");

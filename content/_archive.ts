@@ -4,12 +4,7 @@
  *
  * @module
  */
-import type { Descriptor } from "./descriptor.ts";
-import { isDigest } from "./digest.ts";
-import { InvalidArgumentError, NotFoundError, UnsafeEntryError } from "./errors.ts";
-import { storedDescriptor } from "./image_graph.ts";
-import { Images } from "./images.ts";
-import type { Store } from "./store.ts";
+import { CorruptContentError, UnsafeEntryError } from "./errors.ts";
 // Reference parsing is pure (no network): record names and RepoTags are image references.
 import { DOCKER_HUB, formatReference, parseReference } from "../remotes/reference.ts";
 
@@ -103,40 +98,9 @@ export function nameOfRepoTag(repoTag: string): string {
   try {
     return formatReference(parseReference(repoTag));
   } catch (error) {
-    throw new InvalidArgumentError(
+    throw new CorruptContentError(
       `invalid archive: manifest.json has an invalid RepoTags entry ${JSON.stringify(repoTag)}`,
       { cause: error },
     );
-  }
-}
-
-/** An image to export: a record, or content named by digest (no name). */
-export interface NamedImage {
-  /** The record's name; undefined for an image named by its digest. */
-  name?: string;
-  /** The top descriptor. */
-  target: Descriptor;
-}
-
-/**
- * Finds what `name` names: a digest of a manifest or index in the store, or an image record by
- * its name or any other spelling of the same reference (`alpine` for
- * `docker.io/library/alpine:latest`). Throws {@link NotFoundError}.
- */
-export async function findImage(store: Store, name: string): Promise<NamedImage> {
-  if (isDigest(name)) return { target: await storedDescriptor(store, name) };
-  const images = new Images(store.root);
-  try {
-    return await images.get(name);
-  } catch (error) {
-    if (!(error instanceof NotFoundError)) throw error;
-    let normalized: string;
-    try {
-      normalized = formatReference(parseReference(name));
-    } catch {
-      throw error;
-    }
-    if (normalized === name) throw error;
-    return await images.get(normalized).catch(() => Promise.reject(error));
   }
 }

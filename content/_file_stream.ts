@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { InvalidArgumentError } from "./errors.ts";
 
 const CHUNK = 1 << 20;
 
@@ -35,9 +36,23 @@ export function fileStream(file: Deno.FsFile | typeof Deno.stdin): ReadableStrea
   }, { highWaterMark: 0 });
 }
 
-/** Opens `path` for reading as a {@link fileStream}. */
+/** Opens `path` for reading as a {@link fileStream}; errors name the path. */
 export async function openFileStream(path: string): Promise<ReadableStream<Uint8Array>> {
-  return fileStream(await Deno.open(path, { read: true }));
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (error) {
+    throw fileError(`cannot read ${path}`, error);
+  }
+  try {
+    if ((await file.stat()).isDirectory) {
+      throw new InvalidArgumentError(`cannot read ${path}: it is a directory`);
+    }
+  } catch (error) {
+    file.close();
+    throw error;
+  }
+  return fileStream(file);
 }
 
 /**
@@ -48,10 +63,20 @@ export async function writeFileAtomic(
   path: string,
   stream: ReadableStream<Uint8Array>,
 ): Promise<void> {
+  // checked first: finding out at the final rename would waste the whole write
+  const existing = await Deno.stat(path).catch(() => undefined);
+  if (existing?.isDirectory) {
+    throw new InvalidArgumentError(`cannot write ${path}: it is a directory`);
+  }
   const slash = path.lastIndexOf("/");
-  const dir = slash < 0 ? "." : path.slice(0, slash + 1);
+  const dir = slash < 0 ? "" : path.slice(0, slash + 1);
   const temp = `${dir}.${path.slice(slash + 1)}.${crypto.randomUUID().slice(0, 8)}.tmp`;
-  const file = await Deno.open(temp, { write: true, createNew: true, mode: 0o644 });
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(temp, { write: true, createNew: true, mode: 0o644 });
+  } catch (error) {
+    throw fileError(`cannot write ${path}`, error); // the temporary name would only confuse
+  }
   let open = true;
   try {
     const reader = stream.getReader();
@@ -75,4 +100,17 @@ export async function writeFileAtomic(
     await Deno.remove(temp).catch(() => {});
     throw error;
   }
+}
+
+/**
+ * `what` and the reason of an OS error, without the path Deno appends to its message
+ * ("cannot read /x.tar: no such file or directory"). A missing permission stays as it is.
+ */
+function fileError(what: string, error: unknown): Error {
+  if (error instanceof Deno.errors.NotCapable) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  const reason = message.replace(/ \(os error \d+\)[^]*$/, "");
+  return new Error(`${what}: ${reason.charAt(0).toLowerCase()}${reason.slice(1)}`, {
+    cause: error,
+  });
 }

@@ -42,6 +42,7 @@ import { type Descriptor, isManifestType, MediaType, type Platform } from "./des
 import { type Digest, digestAlgorithm, Digester, digestHex, digestOf, isDigest } from "./digest.ts";
 import {
   AlreadyExistsError,
+  CorruptContentError,
   DigestMismatchError,
   DistError,
   InvalidArgumentError,
@@ -61,16 +62,21 @@ import {
   resolveManifest,
   walkImage,
 } from "./image_graph.ts";
-import { IMAGE_NAME_ANNOTATION, type ImageRecord, Images, REF_NAME_ANNOTATION } from "./images.ts";
+import {
+  findImage,
+  type FoundImage,
+  IMAGE_NAME_ANNOTATION,
+  type ImageRecord,
+  Images,
+  REF_NAME_ANNOTATION,
+} from "./images.ts";
 import type { Store } from "./store.ts";
 import { readTar, type TarEntry, type TarWriteEntry, writeTar } from "./tar.ts";
 import { writeBlob } from "./write_blob.ts";
 import {
   DOCKER_MANIFEST_FILE,
-  findImage,
   INDEX_FILE,
   linkTargetPath,
-  type NamedImage,
   nameOfRepoTag,
   OCI_LAYOUT,
   OCI_LAYOUT_FILE,
@@ -105,12 +111,12 @@ export async function exportImages(
 ): Promise<ReadableStream<Uint8Array>> {
   const format = options.format ?? "docker";
   if (format !== "docker" && format !== "oci") {
-    throw new InvalidArgumentError(
+    throw new CorruptContentError(
       `invalid archive format ${JSON.stringify(format)}: want docker or oci`,
     );
   }
   if (names.length === 0) throw new InvalidArgumentError("nothing to export: name an image");
-  const images: NamedImage[] = [];
+  const images: FoundImage[] = [];
   for (const name of names) {
     const image = await findImage(store, name);
     // `alpine` and `docker.io/library/alpine:latest` name one record: it goes in once
@@ -203,7 +209,7 @@ function diffIdsOf(config: unknown): string[] | undefined {
 
 async function planDocker(
   store: Store,
-  images: NamedImage[],
+  images: FoundImage[],
   platform: Platform | undefined,
 ): Promise<ArchivePlan> {
   const blobs = new BlobList(store);
@@ -269,7 +275,7 @@ async function planDocker(
   };
 }
 
-async function planOci(store: Store, images: NamedImage[]): Promise<ArchivePlan> {
+async function planOci(store: Store, images: FoundImage[]): Promise<ArchivePlan> {
   const blobs = new BlobList(store);
   const index: Descriptor[] = [];
   for (const image of images) {
@@ -444,7 +450,7 @@ class ArchiveContents {
       if (next === undefined) break;
       current = next;
     }
-    throw new InvalidArgumentError(
+    throw new CorruptContentError(
       `invalid archive: ${DOCKER_MANIFEST_FILE} names ${what} ${JSON.stringify(path)}, ` +
         `which is not a file in the archive`,
     );
@@ -458,35 +464,64 @@ async function readArchive(
 ): Promise<ArchiveContents> {
   const contents = new ArchiveContents();
   const seen = new Set<string>();
-  for await (const entry of readTar(source)) {
-    options.signal?.throwIfAborted();
-    const { header } = entry;
-    const path = safeArchivePath(header.name);
-    if (header.type === "directory") continue;
-    if (seen.has(path)) {
-      throw new InvalidArgumentError(`invalid archive: entry ${path} appears twice`);
+  let entries = 0;
+  try {
+    for await (const entry of readTar(source)) {
+      entries++;
+      await readEntry(store, entry, contents, seen, options);
     }
-    seen.add(path);
-    if (header.type === "symlink" || header.type === "link") {
-      contents.links.set(path, linkTargetPath(path, header.linkname, header.type === "link"));
-      continue;
+  } catch (error) {
+    // a bad first header means some other kind of file, not a damaged archive
+    if (entries === 0 && error instanceof CorruptContentError) {
+      throw new CorruptContentError(`invalid archive: not a tar file (${error.message})`, {
+        cause: error,
+      });
     }
-    if (header.type !== "file") continue; // devices and FIFOs are no part of an image archive
-    if (METADATA_FILES.has(path)) {
-      contents.metadata.set(path, await readSmall(entry, path));
-    } else if (path.startsWith("blobs/")) {
-      contents.files.set(path, await ingestNamed(store, entry, path, options));
-    } else if (!LEGACY_LAYER_METADATA.test(path)) {
-      contents.files.set(path, await ingestUnnamed(store, entry, path, options));
-    }
+    throw error;
   }
   return contents;
+}
+
+/** Takes one entry of an archive being imported into `contents`. */
+async function readEntry(
+  store: Store,
+  entry: TarEntry,
+  contents: ArchiveContents,
+  seen: Set<string>,
+  options: ImportOptions,
+): Promise<void> {
+  options.signal?.throwIfAborted();
+  const { header } = entry;
+  if (header.type === "directory") {
+    // `./`, the archive root, is what `tar -cf FILE -C DIR .` writes first; other names are checked
+    if (!header.name.split("/").every((part) => part === "" || part === ".")) {
+      safeArchivePath(header.name);
+    }
+    return;
+  }
+  const path = safeArchivePath(header.name);
+  if (seen.has(path)) {
+    throw new CorruptContentError(`invalid archive: entry ${path} appears twice`);
+  }
+  seen.add(path);
+  if (header.type === "symlink" || header.type === "link") {
+    contents.links.set(path, linkTargetPath(path, header.linkname, header.type === "link"));
+    return;
+  }
+  if (header.type !== "file") return; // devices and FIFOs are no part of an image archive
+  if (METADATA_FILES.has(path)) {
+    contents.metadata.set(path, await readSmall(entry, path));
+  } else if (path.startsWith("blobs/")) {
+    contents.files.set(path, await ingestNamed(store, entry, path, options));
+  } else if (!LEGACY_LAYER_METADATA.test(path)) {
+    contents.files.set(path, await ingestUnnamed(store, entry, path, options));
+  }
 }
 
 async function readSmall(entry: TarEntry, path: string): Promise<Uint8Array> {
   const size = entry.header.size;
   if (size > MAX_METADATA_SIZE) {
-    throw new InvalidArgumentError(
+    throw new CorruptContentError(
       `invalid archive: ${path} has ${size} bytes, more than the limit of ${MAX_METADATA_SIZE}`,
     );
   }
@@ -513,7 +548,7 @@ async function ingestNamed(
   const match = /^blobs\/([^/]+)\/([^/]+)$/.exec(path);
   const digest = match ? `${match[1]}:${match[2]}` : "";
   if (!isDigest(digest)) {
-    throw new InvalidArgumentError(
+    throw new CorruptContentError(
       `invalid archive: ${path} is not named blobs/<algorithm>/<hex digest>`,
     );
   }
@@ -594,7 +629,7 @@ async function imagesOf(store: Store, contents: ArchiveContents): Promise<FoundI
   const index = contents.metadata.get(INDEX_FILE);
   const docker = contents.metadata.get(DOCKER_MANIFEST_FILE);
   if (!index && !docker) {
-    throw new InvalidArgumentError(
+    throw new CorruptContentError(
       `invalid archive: it has neither ${INDEX_FILE} (OCI layout) nor ${DOCKER_MANIFEST_FILE} ` +
         `(docker-archive)`,
     );
@@ -651,7 +686,7 @@ function checkLayout(bytes: Uint8Array): void {
   try {
     version = JSON.parse(new TextDecoder().decode(bytes))?.imageLayoutVersion;
   } catch {
-    throw new InvalidArgumentError(`invalid archive: ${OCI_LAYOUT_FILE} is not JSON`);
+    throw new CorruptContentError(`invalid archive: ${OCI_LAYOUT_FILE} is not JSON`);
   }
   if (typeof version !== "string" || !version.startsWith("1.")) {
     throw new UnsupportedError(
@@ -667,7 +702,7 @@ function checkLayout(bytes: Uint8Array): void {
  */
 async function checkImage(store: Store, top: Descriptor, known: KnownManifest[]): Promise<void> {
   const missing = (what: string, digest: Digest) =>
-    new InvalidArgumentError(
+    new CorruptContentError(
       `invalid archive: ${what} ${digest} of ${INDEX_FILE} entry ${top.digest} is neither in ` +
         `the archive nor in the store`,
     );
@@ -693,7 +728,7 @@ async function checkImage(store: Store, top: Descriptor, known: KnownManifest[])
     if (await store.has(manifest.config.digest)) {
       const diffIds = diffIdsOf(await readJson(store, manifest.config.digest, "config"));
       if (diffIds && diffIds.length !== manifest.layers.length) {
-        throw new InvalidArgumentError(
+        throw new CorruptContentError(
           `invalid archive: manifest ${descriptor.digest} has ${manifest.layers.length} layers ` +
             `but its config lists ${diffIds.length} diff_ids`,
         );
@@ -702,7 +737,7 @@ async function checkImage(store: Store, top: Descriptor, known: KnownManifest[])
     known.push({ descriptor, manifest });
   }
   if (kindOf(top) === "index" && manifests === 0) {
-    throw new InvalidArgumentError(
+    throw new CorruptContentError(
       `invalid archive: none of the manifests of ${INDEX_FILE} entry ${top.digest} is in it`,
     );
   }
@@ -713,18 +748,18 @@ function parseDockerManifest(bytes: Uint8Array): DockerItem[] {
   try {
     value = JSON.parse(new TextDecoder().decode(bytes));
   } catch {
-    throw new InvalidArgumentError(`invalid archive: ${DOCKER_MANIFEST_FILE} is not JSON`);
+    throw new CorruptContentError(`invalid archive: ${DOCKER_MANIFEST_FILE} is not JSON`);
   }
   const strings = (v: unknown) => Array.isArray(v) && v.every((s) => typeof s === "string");
   if (!Array.isArray(value)) {
-    throw new InvalidArgumentError(`invalid archive: ${DOCKER_MANIFEST_FILE} is not a list`);
+    throw new CorruptContentError(`invalid archive: ${DOCKER_MANIFEST_FILE} is not a list`);
   }
   return value.map((item, i) => {
     if (
       typeof item?.Config !== "string" || !strings(item.Layers) ||
       !(item.RepoTags === undefined || item.RepoTags === null || strings(item.RepoTags))
     ) {
-      throw new InvalidArgumentError(
+      throw new CorruptContentError(
         `invalid archive: ${DOCKER_MANIFEST_FILE} item ${i} needs Config, Layers and RepoTags`,
       );
     }
@@ -747,7 +782,7 @@ async function dockerImage(
   const layers = item.Layers.map((path, n) => contents.lookup(path, `item ${i} Layers[${n}]`));
   const diffIds = diffIdsOf(await readJson(store, config.digest, "config"));
   if (diffIds?.length !== layers.length) {
-    throw new InvalidArgumentError(
+    throw new CorruptContentError(
       `invalid archive: ${DOCKER_MANIFEST_FILE} item ${i} has ${layers.length} layers but its ` +
         `config lists ${diffIds?.length ?? "no"} diff_ids`,
     );

@@ -25,8 +25,12 @@
  * @module
  */
 import { type Descriptor, MediaType } from "./descriptor.ts";
-import { isDigest } from "./digest.ts";
+import { isDigest, parseDigest } from "./digest.ts";
 import { CorruptContentError, InvalidArgumentError, NotFoundError } from "./errors.ts";
+import { storedDescriptor } from "./image_graph.ts";
+import type { Store } from "./store.ts";
+// Reference parsing is pure (no network): record names are image references.
+import { formatReference, parseReference } from "../remotes/reference.ts";
 
 /** The annotation containerd names images with. */
 export const IMAGE_NAME_ANNOTATION = "io.containerd.image.name";
@@ -74,7 +78,30 @@ export class Images {
   /** The record named `name`; {@link NotFoundError} when there is none. */
   async get(name: string): Promise<ImageRecord> {
     const found = (await this.list()).find((r) => r.name === name);
-    if (!found) throw new NotFoundError(`image ${name} not found`);
+    if (!found) throw notFound(name);
+    return found;
+  }
+
+  /**
+   * The record named `name`, else the record of another spelling of the same reference (`alpine`
+   * finds `docker.io/library/alpine:latest`). Throws {@link NotFoundError} when there is none, and
+   * {@link InvalidArgumentError} for a name no record can have (whitespace, control characters).
+   */
+  async find(name: string): Promise<ImageRecord> {
+    const records = await this.list();
+    const exact = records.find((r) => r.name === name);
+    if (exact) return exact;
+    if (!NAME.test(name)) {
+      throw new InvalidArgumentError(`invalid image name ${JSON.stringify(name)}`);
+    }
+    let normalized: string | undefined;
+    try {
+      normalized = formatReference(parseReference(name));
+    } catch {
+      // not a reference: only a record of exactly that name (another tool's) could match
+    }
+    const found = records.find((r) => r.name === normalized);
+    if (!found) throw notFound(name);
     return found;
   }
 
@@ -102,6 +129,7 @@ export class Images {
       const at = index.manifests.findIndex((m) => holdsName(m, name));
       index.manifests = index.manifests.filter((m) => !holdsName(m, name));
       index.manifests.splice(at < 0 ? index.manifests.length : at, 0, entry);
+      return true;
     });
     return { name, target: stripNames(entry) };
   }
@@ -113,8 +141,9 @@ export class Images {
       const kept = index.manifests.filter((m) => !holdsName(m, name));
       found = kept.length !== index.manifests.length;
       index.manifests = kept;
+      return found;
     });
-    if (!found) throw new NotFoundError(`image ${name} not found`);
+    if (!found) throw notFound(name);
   }
 
   /** Every descriptor in `index.json`, named or not: the roots of garbage collection. */
@@ -144,8 +173,11 @@ export class Images {
     return index;
   }
 
-  /** Reads, changes and replaces `index.json` under the records lock. */
-  async #update(change: (index: IndexFile) => void): Promise<void> {
+  /**
+   * Reads, changes and replaces `index.json` under the records lock; `change` returns false when
+   * it changed nothing, and then nothing is written.
+   */
+  async #update(change: (index: IndexFile) => boolean): Promise<void> {
     await Deno.mkdir(this.#root, { recursive: true });
     // the lock file is never removed, so every process locks the same inode
     using lock = await Deno.open(`${this.#root}/index.json.lock`, {
@@ -157,7 +189,7 @@ export class Images {
     const temp = `${this.#root}/.index.json.${crypto.randomUUID()}.tmp`;
     try {
       const index = await this.#read();
-      change(index);
+      if (!change(index)) return;
       const bytes = new TextEncoder().encode(JSON.stringify(index, null, 2) + "\n");
       {
         using file = await Deno.open(temp, { write: true, createNew: true, mode: 0o644 });
@@ -173,6 +205,34 @@ export class Images {
       await lock.unlock();
     }
   }
+}
+
+/** An image to work on: a record, or content named by its digest. */
+export interface FoundImage {
+  /** The record's name; undefined for an image named by its digest. */
+  name?: string;
+  /** The top descriptor (index or manifest). */
+  target: Descriptor;
+}
+
+/**
+ * Finds what `name` names in `store`: a manifest or index by its digest, or an image record by
+ * its name or any other spelling of the same reference (see {@link Images.find}). Throws
+ * {@link NotFoundError}, or {@link InvalidArgumentError} for a malformed digest.
+ */
+export async function findImage(store: Store, name: string): Promise<FoundImage> {
+  if (isDigest(name)) return { target: await storedDescriptor(store, name) };
+  try {
+    return await new Images(store.root).find(name);
+  } catch (error) {
+    // `sha256:../x` is a broken digest rather than the name of a missing record
+    if (error instanceof NotFoundError && /^sha(256|512):/.test(name)) parseDigest(name);
+    throw error;
+  }
+}
+
+function notFound(name: string): NotFoundError {
+  return new NotFoundError(`image ${NAME.test(name) ? name : JSON.stringify(name)} not found`);
 }
 
 function emptyIndex(): IndexFile {

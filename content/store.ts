@@ -257,6 +257,39 @@ async function syncDirectory(path: string): Promise<void> {
   }
 }
 
+/**
+ * Runs a flush on request, at most one at a time: a request made while one runs is served by the
+ * next, which starts when the running one ends and serves every request made until then.
+ */
+class SharedFlush {
+  readonly #flush: () => Promise<void>;
+  #running: Promise<void> | undefined;
+  #next: Promise<void> | undefined;
+
+  constructor(flush: () => Promise<void>) {
+    this.#flush = flush;
+  }
+
+  /** Resolves once a flush that started after this call has completed. */
+  request(): Promise<void> {
+    if (this.#next) return this.#next;
+    if (!this.#running) return this.#start();
+    this.#next = this.#running.catch(() => {}).then(() => {
+      this.#next = undefined;
+      return this.#start();
+    });
+    return this.#next;
+  }
+
+  #start(): Promise<void> {
+    const run = this.#flush().finally(() => {
+      if (this.#running === run) this.#running = undefined;
+    });
+    this.#running = run;
+    return run;
+  }
+}
+
 /** Creates a file with `text` unless it exists, atomically: nobody sees it empty or half-written. */
 async function createFileOnce(path: string, text: string): Promise<void> {
   try {
@@ -299,6 +332,7 @@ export class Store {
   readonly root: string;
   readonly #blobs: string;
   readonly #ingests: string;
+  readonly #dirFlushes = new Map<string, SharedFlush>();
 
   private constructor(root: string) {
     this.root = root;
@@ -477,7 +511,7 @@ export class Store {
     let delay = 5;
     for (;;) {
       options.signal?.throwIfAborted();
-      await Deno.mkdir(dir, { recursive: true });
+      const created = await this.#makeIngestDir(dir);
       const attempt = await tryLockFile(`${dir}/lock`);
       if (attempt === "gone") continue; // committed or aborted meanwhile: the path is free again
       if (attempt === "held") {
@@ -495,8 +529,10 @@ export class Store {
             expected,
             ref,
             dir,
+            created,
             ingestRoot: this.#ingests,
             blobPath: (digest) => this.blobPath(digest),
+            syncDirectory: (path) => this.#syncDirectory(path),
           });
         }
         trash = await moveToTrash(this.#ingests, dir); // whatever the ingest holds is useless now
@@ -603,6 +639,30 @@ export class Store {
     return removed.sort((a, b) => (a.ref < b.ref ? -1 : a.ref > b.ref ? 1 : 0));
   }
 
+  /** Makes an ingest directory; true when this call made it, false when it was there. */
+  async #makeIngestDir(dir: string): Promise<boolean> {
+    try {
+      await Deno.mkdir(dir);
+      return true;
+    } catch (error) {
+      if (error instanceof Deno.errors.AlreadyExists) return false;
+      if (!isNotFound(error)) throw error;
+    }
+    await Deno.mkdir(this.#ingests, { recursive: true }); // removed behind the store's back
+    return await this.#makeIngestDir(dir);
+  }
+
+  /**
+   * Flushes a directory's entries to disk, sharing flushes between commits: every caller waits
+   * for a flush that started after it asked, so renames done before the call are covered. Many
+   * blobs committed at once then cost a few directory flushes instead of one each.
+   */
+  #syncDirectory(path: string): Promise<void> {
+    let flushes = this.#dirFlushes.get(path);
+    if (!flushes) this.#dirFlushes.set(path, flushes = new SharedFlush(() => syncDirectory(path)));
+    return flushes.request();
+  }
+
   /** The ingest directory names under `ingest/`. */
   async #ingestNames(): Promise<string[]> {
     const names: string[] = [];
@@ -636,9 +696,13 @@ interface IngestOptions extends WriterOptions {
   expected?: Digest;
   /** The ingest directory. */
   dir: string;
+  /** Whether this writer just made `dir`: then it holds nothing to read or clean up yet. */
+  created: boolean;
   /** Where discarded ingests go to trash. */
   ingestRoot: string;
   blobPath(digest: Digest): string;
+  /** Flushes a directory's entries (shared between writers, see {@link Store}). */
+  syncDirectory(path: string): Promise<void>;
 }
 
 /** The {@link Writer} of one locked ingest directory. */
@@ -649,7 +713,9 @@ class IngestWriter implements Writer {
   readonly #expected: Digest | undefined;
   readonly #lock: Deno.FsFile;
   readonly #data: Deno.FsFile;
-  readonly #updatedFile: Deno.FsFile;
+  /** `updatedat`, opened on the first touch that writes it (see {@link IngestWriter.#touch}). */
+  #updatedFile: Deno.FsFile | undefined;
+  readonly #openedAt = Date.now();
   readonly #algorithm: DigestAlgorithm;
   #digester: Digester;
   #offset: number;
@@ -657,7 +723,7 @@ class IngestWriter implements Writer {
   #pendingLength = 0;
   #startedAt: Date;
   #updatedAt: Date;
-  #lastTouch = 0;
+  #lastTouch = Date.now();
   /** Bytes appended since the last background flush started. */
   #unsynced = 0;
   /** The background flush in flight, if any; it never rejects (see #syncError). */
@@ -669,7 +735,7 @@ class IngestWriter implements Writer {
 
   private constructor(
     options: IngestOptions,
-    files: { lock: Deno.FsFile; data: Deno.FsFile; updated: Deno.FsFile },
+    files: { lock: Deno.FsFile; data: Deno.FsFile },
     state: {
       digester: Digester;
       offset: number;
@@ -684,7 +750,6 @@ class IngestWriter implements Writer {
     this.#expected = state.expected;
     this.#lock = files.lock;
     this.#data = files.data;
-    this.#updatedFile = files.updated;
     this.#algorithm = options.expected ? digestAlgorithm(options.expected) : "sha256";
     this.#digester = state.digester;
     this.#offset = state.offset;
@@ -692,19 +757,31 @@ class IngestWriter implements Writer {
     this.#updatedAt = new Date();
   }
 
-  /** Sets up (or resumes) the ingest in `options.dir`, whose `lock` file is held. */
+  /**
+   * Sets up (or resumes) the ingest in `options.dir`, whose `lock` file is held.
+   *
+   * Every file created costs real time (on ext4 without a journal, creating an inode scans past
+   * the recently deleted ones), so a new ingest gets only what its readers cannot derive: `data`,
+   * `total` and `expected` when known, and `ref` last. `startedat` and `updatedat` fall back to
+   * the data file's birth and modification times; `updatedat` is written once the ingest has been
+   * open for {@link TOUCH_INTERVAL_MS}, `startedat` when an existing ingest restarts from zero.
+   */
   static async open(lock: Deno.FsFile, options: IngestOptions): Promise<IngestWriter> {
-    const { dir } = options;
+    const { dir, created } = options;
     const now = new Date();
     writeLockInfo(lock, now);
-    const read = (name: string) => Deno.readTextFile(`${dir}/${name}`).catch(() => undefined);
-    const [ref, total, expected, startedAt] = await Promise.all(
-      ["ref", "total", "expected", "startedat"].map(read),
-    );
     const data = await Deno.open(`${dir}/data`, { read: true, append: true, create: true });
-    let updated: Deno.FsFile | undefined;
     try {
-      let offset = (await data.stat()).size;
+      const dataInfo = await data.stat();
+      let offset = dataInfo.size;
+      // a directory this writer just made has nothing to resume (and nothing else to read)
+      const [ref, total, expected, startedAt] = created && offset === 0
+        ? []
+        : await Promise.all(
+          ["ref", "total", "expected", "startedat"].map((name) =>
+            Deno.readTextFile(`${dir}/${name}`).catch(() => undefined)
+          ),
+        );
       const storedTotal = parseTotal(total);
       const storedExpected = parseExpected(expected);
       const wantTotal = options.total ?? storedTotal;
@@ -718,35 +795,39 @@ class IngestWriter implements Writer {
         await data.truncate(0);
         offset = 0;
       }
-      const started = fresh ? now : parseTime(startedAt) ?? now;
-      if (fresh) await Deno.writeTextFile(`${dir}/startedat`, formatTime(started));
+      const started = fresh ? now : parseTime(startedAt) ?? dataInfo.birthtime ?? now;
+      const writes: Promise<void>[] = [];
+      // the data file's birth time says when a new directory's ingest started
+      if (fresh && (!created || !dataInfo.birthtime)) {
+        writes.push(Deno.writeTextFile(`${dir}/startedat`, formatTime(started)));
+      }
       if (options.total !== undefined) {
         if (options.total !== storedTotal) {
-          await Deno.writeTextFile(`${dir}/total`, String(options.total));
+          writes.push(Deno.writeTextFile(`${dir}/total`, String(options.total)));
         }
-      } else if (fresh) await removeIfPresent(`${dir}/total`);
+      } else if (fresh && !created) writes.push(removeIfPresent(`${dir}/total`));
       if (options.expected !== undefined) {
         if (options.expected !== storedExpected) {
-          await Deno.writeTextFile(`${dir}/expected`, options.expected);
+          writes.push(Deno.writeTextFile(`${dir}/expected`, options.expected));
         }
-      } else if (fresh) await removeIfPresent(`${dir}/expected`);
-      updated = await Deno.open(`${dir}/updatedat`, { write: true, create: true, truncate: true });
+      } else if (fresh && !created) writes.push(removeIfPresent(`${dir}/expected`));
+      await Promise.all(writes);
       // the ref file comes last and whole: it marks the directory as an ingest for readers
       if (fresh) await writeSmallFileAtomic(`${dir}/ref`, options.ref);
       const algorithm = options.expected ? digestAlgorithm(options.expected) : "sha256";
       const digester = offset > 0 ? await hashFile(data, algorithm) : new Digester(algorithm);
-      const writer = new IngestWriter(options, { lock, data, updated }, {
+      const writer = new IngestWriter(options, { lock, data }, {
         digester,
         offset,
         startedAt: started,
         total: fresh ? options.total : wantTotal,
         expected: options.expected ?? (fresh ? undefined : storedExpected),
       });
-      writer.#touch(true);
+      // an earlier writer's `updatedat` must not look older than this one
+      if (!created) writer.#touch(true);
       return writer;
     } catch (error) {
       data.close();
-      updated?.close();
       throw error;
     }
   }
@@ -841,12 +922,24 @@ class IngestWriter implements Writer {
     if (this.#syncError) throw this.#syncError;
     await this.#data.syncData();
     const blobDir = dirname(target);
-    await Deno.mkdir(blobDir, { recursive: true });
-    await Deno.rename(`${this.#options.dir}/data`, target);
-    await Deno.chmod(target, 0o444);
-    await syncDirectory(blobDir);
-    const info = infoOf(digest, await Deno.stat(target));
-    await this.discard();
+    const source = `${this.#options.dir}/data`;
+    try {
+      await Deno.rename(source, target);
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+      await Deno.mkdir(blobDir, { recursive: true }); // the first blob of its algorithm
+      await Deno.rename(source, target);
+    }
+    // the rename is durable once the directory is flushed; meanwhile the ingest goes away
+    const [info] = await Promise.all([
+      (async () => {
+        await Deno.chmod(target, 0o444);
+        const info = infoOf(digest, await this.#data.stat()); // still the blob's inode
+        await this.discard();
+        return info;
+      })(),
+      this.#options.syncDirectory(blobDir),
+    ]);
     return info;
   }
 
@@ -882,7 +975,7 @@ class IngestWriter implements Writer {
     this.#pendingLength = 0;
     for (const file of [this.#data, this.#updatedFile, this.#lock]) {
       try {
-        file.close();
+        file?.close();
       } catch {
         // already closed
       }
@@ -949,8 +1042,10 @@ class IngestWriter implements Writer {
   }
 
   /**
-   * Records progress for `dist active` and for prune: rewrites `updatedat` (same length, in
-   * place, so a reader never sees it empty) and flushes pending bytes, at most every 100 ms.
+   * Records progress for `dist active` and for prune: flushes pending bytes and rewrites
+   * `updatedat` (same length, in place, so a reader never sees it empty), at most every 100 ms.
+   * A writer that made its directory leaves `updatedat` out for its first 100 ms, which is all
+   * of the life of most small blobs: until then the data file's mtime says the same.
    */
   #touch(force: boolean): void {
     const now = Date.now();
@@ -958,6 +1053,13 @@ class IngestWriter implements Writer {
     this.#lastTouch = now;
     this.#updatedAt = new Date(now);
     this.#flushPending();
+    if (!this.#updatedFile) {
+      if (this.#options.created && now - this.#openedAt < TOUCH_INTERVAL_MS) return;
+      this.#updatedFile = Deno.openSync(`${this.#options.dir}/updatedat`, {
+        write: true,
+        create: true,
+      });
+    }
     this.#updatedFile.seekSync(0, Deno.SeekMode.Start);
     writeAllSync(this.#updatedFile, encoder.encode(formatTime(this.#updatedAt)));
   }

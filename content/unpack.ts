@@ -715,13 +715,26 @@ export async function unpackImage(
   }
 
   const rootfs = `${bundleDir.replace(/\/+$/, "")}/rootfs`;
-  await Deno.mkdir(bundleDir, { recursive: true });
+  const notADirectory = (path: string, cause: unknown) =>
+    new InvalidArgumentError(`cannot unpack into ${bundleDir}: ${path} is not a directory`, {
+      cause,
+    });
+  try {
+    await Deno.mkdir(bundleDir, { recursive: true });
+  } catch (error) {
+    // a file where the bundle (or one of its parents) should be
+    if (error instanceof Deno.errors.AlreadyExists || error instanceof Deno.errors.NotADirectory) {
+      throw notADirectory(bundleDir, error);
+    }
+    throw error;
+  }
   let created = false;
   try {
     await Deno.mkdir(rootfs, { mode: 0o755 });
     created = true;
   } catch (error) {
     if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+    if (!(await Deno.stat(rootfs)).isDirectory) throw notADirectory(rootfs, error);
     for await (const _ of Deno.readDir(rootfs)) {
       throw new AlreadyExistsError(`cannot unpack into ${bundleDir}: ${rootfs} is not empty`);
     }

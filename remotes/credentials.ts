@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { InvalidArgumentError } from "../content/errors.ts";
+import { CorruptContentError, InvalidArgumentError } from "../content/errors.ts";
 import { readEnv } from "../content/root.ts";
 import { UnauthorizedError } from "./errors.ts";
 import { DOCKER_HUB } from "./reference.ts";
@@ -111,7 +111,7 @@ async function readAuthFile(path: string): Promise<AuthFile | undefined> {
     return parsed as AuthFile;
   } catch {
     // the parser's message quotes the text, which holds secrets: name the file only
-    throw new InvalidArgumentError(`cannot parse credentials file ${path}: not valid JSON`);
+    throw new CorruptContentError(`cannot parse credentials file ${path}: not valid JSON`);
   }
 }
 
@@ -177,11 +177,11 @@ function decodeEntry(entry: AuthEntry | undefined, key: string): Credentials | u
     try {
       decoded = new TextDecoder().decode(Uint8Array.from(atob(entry.auth), (c) => c.charCodeAt(0)));
     } catch {
-      throw new InvalidArgumentError(`cannot decode the "auth" field of credentials for ${key}`);
+      throw new CorruptContentError(`cannot decode the "auth" field of credentials for ${key}`);
     }
     const colon = decoded.indexOf(":");
     if (colon < 0) {
-      throw new InvalidArgumentError(`the "auth" field of credentials for ${key} has no ":"`);
+      throw new CorruptContentError(`the "auth" field of credentials for ${key} has no ":"`);
     }
     credentials.username = decoded.slice(0, colon);
     credentials.password = decoded.slice(colon + 1);

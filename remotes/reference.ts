@@ -102,7 +102,8 @@ export function parseReference(value: string): Reference {
  * either a tag (`latest`) or a digest (`sha256:…`).
  */
 export function parseObjectReference(locator: string, object: string): Reference {
-  return parseReference(`${locator}${isDigest(object) ? "@" : ":"}${object}`);
+  // a tag never holds ":", so `sha256:zz` is a broken digest and is reported as one
+  return parseReference(`${locator}${object.includes(":") ? "@" : ":"}${object}`);
 }
 
 /** Formats a reference in full: `docker.io/library/redis:latest`, `host:5000/app@sha256:…`. */

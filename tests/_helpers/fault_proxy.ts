@@ -6,6 +6,7 @@
  * some body bytes, flips one body byte, or redirects to another origin. Rules apply to a number of
  * matching requests and are then spent, so "two 503s then success" is one rule with `times: 2`.
  * Every request is recorded with its headers, so tests can check `Range` and `Authorization`.
+ * With `bytesPerSecond` it also slows blob downloads down, so a test can interrupt one midway.
  */
 
 /** One fault, applied to the requests it matches. */
@@ -50,6 +51,8 @@ export interface FaultProxyOptions {
   tls?: { cert: string; key: string };
   /** Headers added to every forwarded request (e.g. the proxy's own upstream credentials). */
   upstreamHeaders?: Record<string, string>;
+  /** Send the bodies of blob downloads (`GET …/blobs/…`) at this rate. */
+  bytesPerSecond?: number;
 }
 
 /** A running proxy. */
@@ -62,7 +65,7 @@ export interface FaultProxy {
   requests: ProxiedRequest[];
   /** Adds a rule; rules are tried in the order added. */
   addRule(rule: FaultRule): void;
-  /** Stops the proxy. */
+  /** Stops the proxy, cutting off slowed downloads still in progress. */
   stop(): Promise<void>;
 }
 
@@ -108,6 +111,36 @@ function alter(
   );
 }
 
+/** Paces `body` at `bytesPerSecond` in 64 KiB slices; errors it once `stopping` aborts. */
+function throttle(
+  body: ReadableStream<Uint8Array>,
+  bytesPerSecond: number,
+  stopping: AbortSignal,
+): ReadableStream<Uint8Array> {
+  const slice = 64 * 1024;
+  const delayMs = (slice / bytesPerSecond) * 1000;
+  const reader = body.getReader();
+  let pending: Uint8Array | undefined;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (!pending?.length) {
+        const { done, value } = await reader.read();
+        if (done) return controller.close();
+        pending = value;
+      }
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      if (stopping.aborted) {
+        controller.error(new Error("fault proxy: stopped"));
+        await reader.cancel().catch(() => {});
+        return;
+      }
+      controller.enqueue(pending.slice(0, slice));
+      pending = pending.subarray(slice);
+    },
+    cancel: (reason) => reader.cancel(reason).catch(() => {}),
+  });
+}
+
 /** Starts a proxy in front of `upstream` (`http://127.0.0.1:PORT`). */
 export function startFaultProxy(
   upstream: string,
@@ -115,6 +148,7 @@ export function startFaultProxy(
 ): Promise<FaultProxy> {
   const rules: ActiveRule[] = [];
   const requests: ProxiedRequest[] = [];
+  const stopping = new AbortController();
   const handler = async (req: Request): Promise<Response> => {
     const url = new URL(req.url);
     const path = url.pathname + url.search;
@@ -173,7 +207,12 @@ export function startFaultProxy(
     record.status = reply.status;
     const replyHeaders = new Headers(reply.headers);
     for (const [name, value] of Object.entries(rule?.headers ?? {})) replyHeaders.set(name, value);
-    const body = reply.body && rule ? alter(reply.body, rule) : reply.body;
+    let body = reply.body && rule ? alter(reply.body, rule) : reply.body;
+    if (
+      body && options.bytesPerSecond && req.method === "GET" && url.pathname.includes("/blobs/")
+    ) {
+      body = throttle(body, options.bytesPerSecond, stopping.signal);
+    }
     return new Response(body, { status: reply.status, headers: replyHeaders });
   };
   return new Promise((resolve) => {
@@ -190,7 +229,10 @@ export function startFaultProxy(
           addRule(rule) {
             rules.push({ ...rule, left: rule.times ?? 1 });
           },
-          stop: () => server.shutdown(),
+          stop() {
+            stopping.abort();
+            return server.shutdown();
+          },
         });
       },
       // a cut body surfaces here as an error; it is the point of the rule, not a failure

@@ -10,6 +10,9 @@ import type { Descriptor, Platform } from "../../content/descriptor.ts";
 import { pushBlob, pushManifest, type PushOptions } from "./push.ts";
 import { removeTree } from "./temp.ts";
 
+// bench/fetch.ts imports randomBytes from here
+export { randomBytes } from "./bytes.ts";
+
 /** How a layer is compressed. */
 export type Compression = "gzip" | "zstd" | "none";
 
@@ -226,9 +229,33 @@ export function pushIndex(
   );
 }
 
-/** Random bytes that do not compress (crypto.getRandomValues fills at most 64 KiB a call). */
-export function randomBytes(size: number): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(size);
-  for (let i = 0; i < size; i += 65536) crypto.getRandomValues(bytes.subarray(i, i + 65536));
-  return bytes;
+/** What {@link pushMultiPlatform} pushed. */
+export interface MultiPlatformImage {
+  amd64: PushedImage;
+  arm64: PushedImage;
+  /** The attestation's index entry (for amd64). */
+  attestation: Descriptor;
+}
+
+/**
+ * Pushes `repository:tag` as an OCI index of linux/amd64 and linux/arm64/v8 (sharing a gzip base
+ * layer; the amd64 top layer is zstd, the arm64 one gzip) plus an attestation for amd64.
+ */
+export async function pushMultiPlatform(
+  registryUrl: string,
+  repository: string,
+  tag = "v1",
+): Promise<MultiPlatformImage> {
+  const base = await buildLayer({ "etc/os-release": "ID=test\n" }, "gzip");
+  const amd64 = await pushImage(registryUrl, repository, {
+    layers: [base, await buildLayer({ "bin/tool": "amd64\n" }, "zstd")],
+    config: { Cmd: ["/bin/tool"] },
+  });
+  const arm64 = await pushImage(registryUrl, repository, {
+    layers: [base, await buildLayer({ "bin/tool": "arm64\n" }, "gzip")],
+    platform: { os: "linux", architecture: "arm64", variant: "v8" },
+  });
+  const attestation = await pushAttestation(registryUrl, repository, amd64.manifest);
+  await pushIndex(registryUrl, repository, tag, [amd64.manifest, arm64.manifest, attestation]);
+  return { amd64, arm64, attestation };
 }

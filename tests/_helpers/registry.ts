@@ -2,7 +2,7 @@
  * A real CNCF distribution registry (`docker-registry`), started on a free loopback port with a
  * temporary storage directory and stopped afterwards. See shared/notes/registry-token-auth.md.
  */
-import { freePort, removeTree, requireTool } from "./temp.ts";
+import { freePort, removeTree, requireTool, withTempDir } from "./temp.ts";
 
 /** How the registry authenticates clients. */
 export type RegistryAuth =
@@ -101,4 +101,17 @@ export async function startRegistry(auth: RegistryAuth = { kind: "none" }): Prom
     }
   }
   return { host: `127.0.0.1:${port}`, url, storage, log: () => logChunks.join(""), stop };
+}
+
+/** Runs `fn` with a fresh registry and a temporary directory; stops and removes both afterwards. */
+export async function withRegistry<T>(
+  fn: (registry: Registry, dir: string) => Promise<T>,
+  auth?: RegistryAuth,
+): Promise<T> {
+  const registry = await startRegistry(auth);
+  try {
+    return await withTempDir((dir) => fn(registry, dir));
+  } finally {
+    await registry.stop();
+  }
 }

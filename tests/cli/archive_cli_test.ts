@@ -7,7 +7,7 @@ import { writeTar } from "../../content/tar.ts";
 import { writeBlob } from "../../content/write_blob.ts";
 import { runDist, spawnDist } from "../_helpers/cli.ts";
 import { buildLayer, type PushedImage, pushImage } from "../_helpers/images.ts";
-import { type Registry, startRegistry } from "../_helpers/registry.ts";
+import { type Registry, withRegistry } from "../_helpers/registry.ts";
 import { requireTool, withTempDir } from "../_helpers/temp.ts";
 
 const decoder = new TextDecoder();
@@ -28,28 +28,23 @@ interface Setup {
  */
 async function withFetchedImage(fn: (setup: Setup) => Promise<void>): Promise<void> {
   await requireTool("skopeo");
-  const registry = await startRegistry();
-  try {
-    await withTempDir(async (dir) => {
-      const layers = [
-        await buildLayer({ "etc/os-release": "ID=archive\n" }, "none"),
-        await buildLayer({ "usr/bin/tool": { content: "#!/bin/sh\n", mode: 0o755 } }, "none"),
-        await buildLayer({ "srv/data.txt": "data\n".repeat(100) }, "gzip"),
-      ];
-      const image = await pushImage(registry.url, "archive/app", {
-        layers,
-        tag: "v1",
-        config: { Cmd: ["/usr/bin/tool"] },
-      });
-      const ref = `${registry.host}/archive/app:v1`;
-      const root = `${dir}/root`;
-      const fetched = await runDist(["fetch", "--root", root, "-q", ref]);
-      assert.equal(fetched.code, 0, fetched.stderr);
-      await fn({ registry, dir, root, ref, image, diffIds: layers.map((l) => l.diffId) });
+  await withRegistry(async (registry, dir) => {
+    const layers = [
+      await buildLayer({ "etc/os-release": "ID=archive\n" }, "none"),
+      await buildLayer({ "usr/bin/tool": { content: "#!/bin/sh\n", mode: 0o755 } }, "none"),
+      await buildLayer({ "srv/data.txt": "data\n".repeat(100) }, "gzip"),
+    ];
+    const image = await pushImage(registry.url, "archive/app", {
+      layers,
+      tag: "v1",
+      config: { Cmd: ["/usr/bin/tool"] },
     });
-  } finally {
-    await registry.stop();
-  }
+    const ref = `${registry.host}/archive/app:v1`;
+    const root = `${dir}/root`;
+    const fetched = await runDist(["fetch", "--root", root, "-q", ref]);
+    assert.equal(fetched.code, 0, fetched.stderr);
+    await fn({ registry, dir, root, ref, image, diffIds: layers.map((l) => l.diffId) });
+  });
 }
 
 async function run(program: string, args: string[]): Promise<string> {

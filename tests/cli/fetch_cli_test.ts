@@ -1,50 +1,28 @@
 import assert from "node:assert/strict";
 import { distCommandLine, runDist, spawnDist } from "../_helpers/cli.ts";
-import { type Registry, startRegistry } from "../_helpers/registry.ts";
+import { type Registry, withRegistry } from "../_helpers/registry.ts";
 import {
   buildLayer,
   compressLayer,
-  pushAttestation,
-  type PushedImage,
+  type MultiPlatformImage,
   pushImage,
-  pushIndex,
-  randomBytes,
+  pushMultiPlatform,
 } from "../_helpers/images.ts";
-import { requireTool, withTempDir } from "../_helpers/temp.ts";
-import { startThrottleProxy } from "../_helpers/throttle_proxy.ts";
+import { randomBytes } from "../_helpers/bytes.ts";
+import { requireTool } from "../_helpers/temp.ts";
+import { startFaultProxy } from "../_helpers/fault_proxy.ts";
 import { Store } from "../../content/store.ts";
 import type { FetchEvent } from "../../remotes/copy.ts";
 
-interface MultiPlatform {
-  ref: string;
-  amd64: PushedImage;
-  arm64: PushedImage;
-  attestation: string;
+/** Pushes `multi/app:v1` (see {@link pushMultiPlatform}); `ref` names it. */
+async function pushMulti(registry: Registry): Promise<MultiPlatformImage & { ref: string }> {
+  const image = await pushMultiPlatform(registry.url, "multi/app");
+  return { ...image, ref: `${registry.host}/multi/app:v1` };
 }
 
-/** Pushes `multi/app:v1`: an OCI index of linux/amd64 and linux/arm64/v8 plus an attestation. */
-async function pushMultiPlatform(registry: Registry): Promise<MultiPlatform> {
-  const base = await buildLayer({ "etc/os-release": "ID=test\n" }, "gzip");
-  const amd64 = await pushImage(registry.url, "multi/app", {
-    layers: [base, await buildLayer({ "bin/tool": "amd64\n" }, "zstd")],
-    config: { Cmd: ["/bin/tool"] },
-  });
-  const arm64 = await pushImage(registry.url, "multi/app", {
-    layers: [base, await buildLayer({ "bin/tool": "arm64\n" }, "gzip")],
-    platform: { os: "linux", architecture: "arm64", variant: "v8" },
-  });
-  const attestation = await pushAttestation(registry.url, "multi/app", amd64.manifest);
-  await pushIndex(registry.url, "multi/app", "v1", [amd64.manifest, arm64.manifest, attestation]);
-  return { ref: `${registry.host}/multi/app:v1`, amd64, arm64, attestation: attestation.digest };
-}
-
-async function withRegistry(fn: (registry: Registry, root: string) => Promise<void>) {
-  const registry = await startRegistry();
-  try {
-    await withTempDir((dir) => fn(registry, `${dir}/store`));
-  } finally {
-    await registry.stop();
-  }
+/** A fresh registry and the root of a fresh store. */
+function withStore(fn: (registry: Registry, root: string) => Promise<void>): Promise<void> {
+  return withRegistry((registry, dir) => fn(registry, `${dir}/store`));
 }
 
 function blobExists(root: string, digest: string): boolean {
@@ -61,8 +39,8 @@ function parseEvents(stdout: string): FetchEvent[] {
 }
 
 Deno.test("dist fetch --json prints one event a line and records the image", async () => {
-  await withRegistry(async (registry, root) => {
-    const image = await pushMultiPlatform(registry);
+  await withStore(async (registry, root) => {
+    const image = await pushMulti(registry);
     const result = await runDist([
       "fetch",
       "--root",
@@ -83,7 +61,7 @@ Deno.test("dist fetch --json prints one event a line and records the image", asy
       assert.ok(blobExists(root, d.digest));
     }
     assert.ok(!blobExists(root, image.arm64.manifest.digest));
-    assert.ok(!blobExists(root, image.attestation));
+    assert.ok(!blobExists(root, image.attestation.digest));
     const index = JSON.parse(await Deno.readTextFile(`${root}/index.json`));
     assert.equal(index.manifests.length, 1);
     assert.equal(index.manifests[0].annotations["org.opencontainers.image.ref.name"], image.ref);
@@ -92,8 +70,8 @@ Deno.test("dist fetch --json prints one event a line and records the image", asy
 });
 
 Deno.test("dist fetch -q prints only the descriptor; plain output has a line a blob", async () => {
-  await withRegistry(async (registry, root) => {
-    const image = await pushMultiPlatform(registry);
+  await withStore(async (registry, root) => {
+    const image = await pushMulti(registry);
     const plain = await runDist(["fetch", "--root", root, "--platform", "linux/arm64", image.ref]);
     assert.equal(plain.code, 0, plain.stderr);
     const lines = plain.stderr.trim().split("\n");
@@ -110,14 +88,14 @@ Deno.test("dist fetch -q prints only the descriptor; plain output has a line a b
     const descriptor = JSON.parse(quiet.stdout);
     assert.equal(descriptor.mediaType, "application/vnd.oci.image.index.v1+json");
     assert.equal(quiet.stdout.trim().split("\n").length, 1);
-    assert.ok(blobExists(root, image.attestation), "--all-platforms fetches attestations");
+    assert.ok(blobExists(root, image.attestation.digest), "--all-platforms fetches attestations");
     assert.ok(blobExists(root, image.amd64.layers[1].digest));
   });
 });
 
 Deno.test("dist fetch reports bad flags (2) and unknown images (3)", async () => {
-  await withRegistry(async (registry, root) => {
-    const image = await pushMultiPlatform(registry);
+  await withStore(async (registry, root) => {
+    const image = await pushMulti(registry);
     const both = await runDist([
       "fetch",
       "--root",
@@ -160,8 +138,8 @@ Deno.test("dist fetch reports bad flags (2) and unknown images (3)", async () =>
 Deno.test("skopeo and umoci read images dist fetch stored", async () => {
   await requireTool("skopeo");
   await requireTool("umoci");
-  await withRegistry(async (registry, root) => {
-    const image = await pushMultiPlatform(registry);
+  await withStore(async (registry, root) => {
+    const image = await pushMulti(registry);
     const fetched = await runDist([
       "fetch",
       "--root",
@@ -191,7 +169,7 @@ Deno.test("skopeo and umoci read images dist fetch stored", async () => {
 });
 
 Deno.test("three concurrent dist fetch processes download each blob once", async () => {
-  await withRegistry(async (registry, root) => {
+  await withStore(async (registry, root) => {
     const layers = [
       compressLayer(randomBytes(6 * 1024 * 1024), "none"),
       compressLayer(randomBytes(5 * 1024 * 1024), "none"),
@@ -244,12 +222,14 @@ async function withSlowImage(
     requests: () => { path: string; range?: string }[],
   ) => Promise<void>,
 ): Promise<void> {
-  await withRegistry(async (registry, root) => {
+  await withStore(async (registry, root) => {
     const layer = compressLayer(randomBytes(24 * 1024 * 1024), "none");
     const image = await pushImage(registry.url, "slow/app", { layers: [layer], tag: "v1" });
-    const proxy = await startThrottleProxy(registry.url, { bytesPerSecond: 8 * 1024 * 1024 });
+    const proxy = await startFaultProxy(registry.url, { bytesPerSecond: 8 * 1024 * 1024 });
+    const requests = () =>
+      proxy.requests.map((r) => ({ path: r.path, range: r.headers.get("range") ?? undefined }));
     try {
-      await fn(`${proxy.host}/slow/app:v1`, image.layers[0].digest, root, () => proxy.requests);
+      await fn(`${proxy.host}/slow/app:v1`, image.layers[0].digest, root, requests);
     } finally {
       await proxy.stop();
     }
@@ -338,8 +318,8 @@ Deno.test("dist fetch on a terminal redraws live progress lines", async () => {
 });
 
 Deno.test("dist images lists records and dist images rm removes them", async () => {
-  await withRegistry(async (registry, root) => {
-    const image = await pushMultiPlatform(registry);
+  await withStore(async (registry, root) => {
+    const image = await pushMulti(registry);
     const other = await pushImage(registry.url, "solo/app", {
       layers: [await buildLayer({ "a": "a" }, "gzip")],
       tag: "v2",
@@ -376,8 +356,8 @@ Deno.test("dist images lists records and dist images rm removes them", async () 
 });
 
 Deno.test("dist prune removes unreferenced blobs only, and --dry-run nothing", async () => {
-  await withRegistry(async (registry, root) => {
-    const image = await pushMultiPlatform(registry);
+  await withStore(async (registry, root) => {
+    const image = await pushMulti(registry);
     const kept = await pushImage(registry.url, "keep/app", {
       layers: [await buildLayer({ "etc/os-release": "ID=test\n" }, "gzip")], // shared with image
       tag: "v1",

@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
 import { runDist } from "../_helpers/cli.ts";
-import { type Registry, startRegistry } from "../_helpers/registry.ts";
+import { type Registry, withRegistry } from "../_helpers/registry.ts";
 import { buildLayer, type PushedImage, pushImage, pushIndex } from "../_helpers/images.ts";
-import { withTempDir } from "../_helpers/temp.ts";
 
 interface Pushed {
   ref: string;
@@ -35,15 +34,6 @@ async function pushWeb(registry: Registry): Promise<Pushed> {
   });
   await pushIndex(registry.url, "pull/web", "v1", [amd64.manifest, arm64.manifest]);
   return { ref: `${registry.host}/pull/web:v1`, amd64, arm64 };
-}
-
-async function withRegistry(fn: (registry: Registry, dir: string) => Promise<void>) {
-  const registry = await startRegistry();
-  try {
-    await withTempDir((dir) => fn(registry, dir));
-  } finally {
-    await registry.stop();
-  }
 }
 
 async function readConfig(bundle: string) {

@@ -5,18 +5,13 @@ import { digestOf } from "../../content/digest.ts";
 import { distCommandLine, runDist, type RunOptions } from "../_helpers/cli.ts";
 import { startFaultProxy } from "../_helpers/fault_proxy.ts";
 import { pushSimpleImage } from "../_helpers/push.ts";
-import { type Registry, startRegistry } from "../_helpers/registry.ts";
+import { type Registry, startRegistry, withRegistry } from "../_helpers/registry.ts";
 import { requireTool, withTempDir } from "../_helpers/temp.ts";
 import { makeCertificates } from "../_helpers/tls.ts";
 import { startTokenIssuer } from "../_helpers/token_issuer.ts";
+import { randomBytes } from "../_helpers/bytes.ts";
 
 const MiB = 1024 * 1024;
-
-function randomBytes(size: number): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(size);
-  for (let i = 0; i < size; i += 65536) crypto.getRandomValues(bytes.subarray(i, i + 65536));
-  return bytes;
-}
 
 /** Runs dist with no credentials from this machine's config files, stdout as bytes. */
 async function runRaw(
@@ -46,6 +41,17 @@ function hermetic(dir: string, env: Record<string, string> = {}): Record<string,
   };
 }
 
+/** Runs a shell pipeline in the {@link hermetic} environment. */
+async function shell(script: string, dir: string): Promise<{ code: number; stderr: string }> {
+  const result = await new Deno.Command("sh", {
+    args: ["-c", script],
+    env: hermetic(dir),
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: result.code, stderr: new TextDecoder().decode(result.stderr) };
+}
+
 interface Fixture {
   dir: string;
   registry: Registry;
@@ -54,15 +60,10 @@ interface Fixture {
 }
 
 async function withImage(fn: (f: Fixture) => Promise<void>): Promise<void> {
-  await withTempDir(async (dir) => {
-    const registry = await startRegistry();
-    try {
-      const layer = randomBytes(2 * MiB + 3);
-      const image = await pushSimpleImage(registry.url, "app", "latest", [layer]);
-      await fn({ dir, registry, image, layer });
-    } finally {
-      await registry.stop();
-    }
+  await withRegistry(async (registry, dir) => {
+    const layer = randomBytes(2 * MiB + 3);
+    const image = await pushSimpleImage(registry.url, "app", "latest", [layer]);
+    await fn({ dir, registry, image, layer });
   });
 }
 
@@ -177,15 +178,9 @@ Deno.test("dist fetch-object | dist ingest commits nothing when a byte is flippe
       const dist = distCommandLine();
       const script = `${dist} fetch-object ${proxy.host}/app ${digest} | ` +
         `${dist} ingest --expected-digest ${digest} --expected-size ${size} ${proxy.host}/app@${digest}`;
-      const result = await new Deno.Command("sh", {
-        args: ["-c", script],
-        env: hermetic(dir),
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const stderr = new TextDecoder().decode(result.stderr);
-      assert.equal(result.code, 1, stderr);
-      assert.match(stderr, /expected digest/);
+      const result = await shell(script, dir);
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(result.stderr, /expected digest/);
       const list = await runDist(["list", "-q"], { env: hermetic(dir) });
       assert.equal(list.code, 0, list.stderr);
       assert.equal(list.stdout, "");
@@ -211,80 +206,75 @@ Deno.test("dist fetch-object ends quietly with exit 0 when stdout closes early",
 });
 
 Deno.test("dist fetch-object credentials: --user, --password-stdin, config.json, credHelper", async () => {
-  await withTempDir(async (dir) => {
-    const password = "pa55-never-shown";
-    const registry = await startRegistry({ kind: "htpasswd", user: "dana", password });
-    try {
-      const image = await pushSimpleImage(registry.url, "priv/app", "v1", [randomBytes(1000)], {
-        headers: { authorization: `Basic ${btoa(`dana:${password}`)}` },
-      });
-      const ref = `${registry.host}/priv/app:v1`;
-      const expectManifest = (result: { code: number; stdout: Uint8Array; stderr: string }) => {
-        assert.equal(result.code, 0, result.stderr);
-        assert.equal(digestOf(result.stdout), image.manifest.digest);
-        assert.ok(!result.stderr.includes(password));
-      };
+  const password = "pa55-never-shown";
+  await withRegistry(async (registry, dir) => {
+    const image = await pushSimpleImage(registry.url, "priv/app", "v1", [randomBytes(1000)], {
+      headers: { authorization: `Basic ${btoa(`dana:${password}`)}` },
+    });
+    const ref = `${registry.host}/priv/app:v1`;
+    const expectManifest = (result: { code: number; stdout: Uint8Array; stderr: string }) => {
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(digestOf(result.stdout), image.manifest.digest);
+      assert.ok(!result.stderr.includes(password));
+    };
 
-      const none = await runRaw(["fetch-object", ref], dir);
-      assert.equal(none.code, 4);
-      assert.match(none.stderr, /refused access \(401 Unauthorized\); no credentials found for/);
+    const none = await runRaw(["fetch-object", ref], dir);
+    assert.equal(none.code, 4);
+    assert.match(none.stderr, /refused access \(401 Unauthorized\); no credentials found for/);
 
-      expectManifest(await runRaw(["fetch-object", "--user", `dana:${password}`, ref], dir));
+    expectManifest(await runRaw(["fetch-object", "--user", `dana:${password}`, ref], dir));
 
-      const stdin = await runDist(
-        ["resolve", "--json", "--user", "dana", "--password-stdin", ref],
-        {
-          env: hermetic(dir),
-          stdin: `${password}\n`,
-        },
-      );
-      assert.equal(stdin.code, 0, stdin.stderr);
-      assert.equal(JSON.parse(stdin.stdout).digest, image.manifest.digest);
+    const stdin = await runDist(
+      ["resolve", "--json", "--user", "dana", "--password-stdin", ref],
+      {
+        env: hermetic(dir),
+        stdin: `${password}\n`,
+      },
+    );
+    assert.equal(stdin.code, 0, stdin.stderr);
+    assert.equal(JSON.parse(stdin.stdout).digest, image.manifest.digest);
 
-      const wrong = await runRaw(["fetch-object", "--user", "dana:wrong-pass-word", ref], dir);
-      assert.equal(wrong.code, 4);
-      assert.ok(!wrong.stderr.includes("wrong-pass-word"));
+    const wrong = await runRaw(["fetch-object", "--user", "dana:wrong-pass-word", ref], dir);
+    assert.equal(wrong.code, 4);
+    assert.ok(!wrong.stderr.includes("wrong-pass-word"));
 
-      // docker config.json with a base64 "auth"
-      await Deno.mkdir(`${dir}/docker`);
-      await Deno.writeTextFile(
-        `${dir}/docker/config.json`,
-        JSON.stringify({ auths: { [registry.host]: { auth: btoa(`dana:${password}`) } } }),
-      );
-      expectManifest(await runRaw(["fetch-object", ref], dir));
+    // docker config.json with a base64 "auth"
+    await Deno.mkdir(`${dir}/docker`);
+    await Deno.writeTextFile(
+      `${dir}/docker/config.json`,
+      JSON.stringify({ auths: { [registry.host]: { auth: btoa(`dana:${password}`) } } }),
+    );
+    expectManifest(await runRaw(["fetch-object", ref], dir));
 
-      // a credential helper on PATH wins over auths
-      const bin = `${dir}/bin`;
-      await Deno.mkdir(bin);
-      await Deno.writeTextFile(
-        `${bin}/docker-credential-disttest`,
-        `#!/bin/sh\n[ "$1" = get ] || exit 2\nread -r server\necho "$server" >> '${dir}/asked'\n` +
-          `printf '{"ServerURL":"%s","Username":"dana","Secret":"%s"}' "$server" '${password}'\n`,
-      );
-      await Deno.chmod(`${bin}/docker-credential-disttest`, 0o755);
-      await Deno.writeTextFile(
-        `${dir}/docker/config.json`,
-        JSON.stringify({
-          auths: { [registry.host]: { auth: btoa("dana:stale-password") } },
-          credHelpers: { [registry.host]: "disttest" },
-        }),
-      );
-      const path = `${bin}:${Deno.env.get("PATH")}`;
-      expectManifest(await runRaw(["fetch-object", ref], dir, { env: { PATH: path } }));
-      assert.equal(await Deno.readTextFile(`${dir}/asked`), `${registry.host}\n`);
+    // a credential helper on PATH wins over auths
+    const bin = `${dir}/bin`;
+    await Deno.mkdir(bin);
+    await Deno.writeTextFile(
+      `${bin}/docker-credential-disttest`,
+      `#!/bin/sh\n[ "$1" = get ] || exit 2\nread -r server\necho "$server" >> '${dir}/asked'\n` +
+        `printf '{"ServerURL":"%s","Username":"dana","Secret":"%s"}' "$server" '${password}'\n`,
+    );
+    await Deno.chmod(`${bin}/docker-credential-disttest`, 0o755);
+    await Deno.writeTextFile(
+      `${dir}/docker/config.json`,
+      JSON.stringify({
+        auths: { [registry.host]: { auth: btoa("dana:stale-password") } },
+        credHelpers: { [registry.host]: "disttest" },
+      }),
+    );
+    const path = `${bin}:${Deno.env.get("PATH")}`;
+    expectManifest(await runRaw(["fetch-object", ref], dir, { env: { PATH: path } }));
+    assert.equal(await Deno.readTextFile(`${dir}/asked`), `${registry.host}\n`);
 
-      // a helper that is not installed is an authentication error naming it
-      await Deno.writeTextFile(
-        `${dir}/docker/config.json`,
-        JSON.stringify({ credsStore: "missing-helper" }),
-      );
-      const missing = await runRaw(["fetch-object", ref], dir);
-      assert.equal(missing.code, 4);
-      assert.match(missing.stderr, /docker-credential-missing-helper: it is not installed/);
-    } finally {
-      await registry.stop();
-    }
-  });
+    // a helper that is not installed is an authentication error naming it
+    await Deno.writeTextFile(
+      `${dir}/docker/config.json`,
+      JSON.stringify({ credsStore: "missing-helper" }),
+    );
+    const missing = await runRaw(["fetch-object", ref], dir);
+    assert.equal(missing.code, 4);
+    assert.match(missing.stderr, /docker-credential-missing-helper: it is not installed/);
+  }, { kind: "htpasswd", user: "dana", password });
 });
 
 Deno.test("dist fetch-object against a token-auth registry with --user", async () => {
@@ -355,42 +345,30 @@ Deno.test("dist resolve over HTTPS: --ca-file and --insecure, refused otherwise"
 Deno.test("the seed pipeline: fetch-object | jq | xargs -P10 fetch-object | ingest", async () => {
   await requireTool("jq");
   await requireTool("xargs");
-  await withTempDir(async (dir) => {
-    const registry = await startRegistry();
-    try {
-      const [a, b, c] = [randomBytes(MiB), randomBytes(300_000), randomBytes(5000)];
-      // repeated layers: each must be ingested exactly once
-      const image = await pushSimpleImage(registry.url, "seed/app", "latest", [a, b, a, c, b, a]);
-      const dist = distCommandLine();
-      const locator = `${registry.host}/seed/app`;
-      const jq =
-        `.layers[] | "${dist.replaceAll('"', '\\"')} fetch-object ${locator} " + .digest + ` +
-        `" | ${dist.replaceAll('"', '\\"')} ingest --expected-digest " + .digest + ` +
-        `" --expected-size " + (.size | tostring) + " ${locator}@" + .digest`;
-      const script =
-        `${dist} fetch-object ${locator} latest mediatype:${MediaType.ociManifest} | ` +
-        `jq -r '${jq}' | xargs -I{} -P10 sh -c '{}'`;
-      const result = await new Deno.Command("sh", {
-        args: ["-c", script],
-        env: hermetic(dir),
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const stderr = new TextDecoder().decode(result.stderr);
-      assert.equal(result.code, 0, stderr);
-      const list = await runDist(["list", "-q"], { env: hermetic(dir) });
-      assert.equal(list.code, 0, list.stderr);
-      const committed = list.stdout.trim().split("\n").sort();
-      const expected = [...new Set(image.layers.map((l) => l.digest))].sort();
-      assert.deepEqual(committed, expected);
-      for (
-        const [bytes, digest] of [[a, digestOf(a)], [b, digestOf(b)], [c, digestOf(c)]] as const
-      ) {
-        const stored = await Deno.readFile(`${dir}/store/blobs/sha256/${digest.slice(7)}`);
-        assert.deepEqual(stored, bytes);
-      }
-    } finally {
-      await registry.stop();
+  await withRegistry(async (registry, dir) => {
+    const [a, b, c] = [randomBytes(MiB), randomBytes(300_000), randomBytes(5000)];
+    // repeated layers: each must be ingested exactly once
+    const image = await pushSimpleImage(registry.url, "seed/app", "latest", [a, b, a, c, b, a]);
+    const dist = distCommandLine();
+    const locator = `${registry.host}/seed/app`;
+    const jq =
+      `.layers[] | "${dist.replaceAll('"', '\\"')} fetch-object ${locator} " + .digest + ` +
+      `" | ${dist.replaceAll('"', '\\"')} ingest --expected-digest " + .digest + ` +
+      `" --expected-size " + (.size | tostring) + " ${locator}@" + .digest`;
+    const script = `${dist} fetch-object ${locator} latest mediatype:${MediaType.ociManifest} | ` +
+      `jq -r '${jq}' | xargs -I{} -P10 sh -c '{}'`;
+    const result = await shell(script, dir);
+    assert.equal(result.code, 0, result.stderr);
+    const list = await runDist(["list", "-q"], { env: hermetic(dir) });
+    assert.equal(list.code, 0, list.stderr);
+    const committed = list.stdout.trim().split("\n").sort();
+    const expected = [...new Set(image.layers.map((l) => l.digest))].sort();
+    assert.deepEqual(committed, expected);
+    for (
+      const [bytes, digest] of [[a, digestOf(a)], [b, digestOf(b)], [c, digestOf(c)]] as const
+    ) {
+      const stored = await Deno.readFile(`${dir}/store/blobs/sha256/${digest.slice(7)}`);
+      assert.deepEqual(stored, bytes);
     }
   });
 });

@@ -7,19 +7,7 @@ import { Store } from "../../content/store.ts";
 import { digestOf } from "../../content/digest.ts";
 import { distCommandLine, runDist, spawnDist } from "../_helpers/cli.ts";
 import { withTempDir } from "../_helpers/temp.ts";
-
-/** Pseudo-random bytes, different for each seed. */
-function content(size: number, seed = 1): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(size);
-  let x = seed * 2654435761 >>> 0 || 1;
-  for (let i = 0; i < size; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    bytes[i] = x & 0xff;
-  }
-  return bytes;
-}
+import { seededBytes } from "../_helpers/bytes.ts";
 
 function ingestArgs(root: string, bytes: Uint8Array, ref: string): string[] {
   return [
@@ -64,7 +52,7 @@ async function startIngest(root: string, bytes: Uint8Array, ref: string, head: n
 
 Deno.test("dist ingest stores stdin; list, path and active show the result", async () => {
   await withTempDir(async (root) => {
-    const bytes = content(3 << 20);
+    const bytes = seededBytes(3 << 20);
     const digest = digestOf(bytes);
     const result = await runDist(ingestArgs(root, bytes, "layer-one"), { stdin: bytes });
     assert.equal(result.code, 0, result.stderr);
@@ -96,7 +84,7 @@ Deno.test("dist ingest stores stdin; list, path and active show the result", asy
 
 Deno.test("dist ingest of content already in the store exits 0 at once", async () => {
   await withTempDir(async (root) => {
-    const bytes = content(1000, 2);
+    const bytes = seededBytes(1000, 2);
     assert.equal((await runDist(ingestArgs(root, bytes, "a"), { stdin: bytes })).code, 0);
     // stdin is not even read: a different stream makes no difference
     const again = await runDist(ingestArgs(root, bytes, "b"), { stdin: "something else" });
@@ -108,8 +96,8 @@ Deno.test("dist ingest of content already in the store exits 0 at once", async (
 
 Deno.test("dist ingest reports mismatches with both values, exits 1 and keeps nothing", async () => {
   await withTempDir(async (root) => {
-    const bytes = content(200_000, 3);
-    const wrong = content(200_000, 4);
+    const bytes = seededBytes(200_000, 3);
+    const wrong = seededBytes(200_000, 4);
     const digestMismatch = await runDist(ingestArgs(root, wrong, "ref"), { stdin: bytes });
     assert.equal(digestMismatch.code, 1);
     assert.equal(
@@ -158,7 +146,7 @@ Deno.test("dist ingest refuses a hostile digest with exit 2 and touches nothing"
 
 Deno.test("concurrent dist ingest of one ref: one writes, the others wait, one blob results", async () => {
   await withTempDir(async (root) => {
-    const bytes = content(2 << 20, 5);
+    const bytes = seededBytes(2 << 20, 5);
     const digest = digestOf(bytes);
     // the first holds the ingest with half the data while the others start
     const { child, stdin, store } = await startIngest(root, bytes, "layer-x", 1 << 20);
@@ -178,7 +166,7 @@ Deno.test("concurrent dist ingest of one ref: one writes, the others wait, one b
     assert.deepEqual(await store.listStatuses(), []);
 
     // and all at once, as `xargs -P` starts them
-    const again = content(1 << 20, 6);
+    const again = seededBytes(1 << 20, 6);
     const results = await Promise.all(
       Array.from(
         { length: 5 },
@@ -193,7 +181,7 @@ Deno.test("concurrent dist ingest of one ref: one writes, the others wait, one b
 
 Deno.test("dist active shows a running ingest; a killed one resumes with the same stdin", async () => {
   await withTempDir(async (root) => {
-    const bytes = content(3 << 20, 7);
+    const bytes = seededBytes(3 << 20, 7);
     const { child, stdin, store } = await startIngest(root, bytes, "layer-k", 2 << 20);
     try {
       const json = await runDist(["active", "--json", "--root", root]);
@@ -224,7 +212,7 @@ Deno.test("dist active shows a running ingest; a killed one resumes with the sam
 Deno.test("dist list -q | xargs dist delete empties the store", async () => {
   await withTempDir(async (root) => {
     for (let i = 0; i < 5; i++) {
-      const bytes = content(1000 + i, 10 + i);
+      const bytes = seededBytes(1000 + i, 10 + i);
       assert.equal((await runDist(ingestArgs(root, bytes, `r${i}`), { stdin: bytes })).code, 0);
     }
     assert.equal((await listDigests(root)).length, 5);
@@ -242,9 +230,9 @@ Deno.test("dist list -q | xargs dist delete empties the store", async () => {
 
 Deno.test("dist path and dist delete go on past absent blobs and exit 3", async () => {
   await withTempDir(async (root) => {
-    const bytes = content(10, 20);
+    const bytes = seededBytes(10, 20);
     const digest = digestOf(bytes);
-    const absent = digestOf(content(10, 21));
+    const absent = digestOf(seededBytes(10, 21));
     await runDist(ingestArgs(root, bytes, "r"), { stdin: bytes });
     const path = await runDist(["path", "-q", "--root", root, absent, digest]);
     assert.equal(path.code, 3);
@@ -263,7 +251,7 @@ Deno.test("dist abort removes ingests; an unknown ref exits 3", async () => {
     const store = await Store.open(root);
     for (const ref of ["left-1", "left-2"]) {
       const writer = await store.writer(ref);
-      await writer.write(content(100));
+      await writer.write(seededBytes(100));
       await writer.close();
     }
     const result = await runDist(["abort", "--root", root, "left-1", "left-2"]);
@@ -280,7 +268,7 @@ Deno.test("dist prune --ingests removes ingests older than --older-than", async 
   await withTempDir(async (root) => {
     const store = await Store.open(root);
     const writer = await store.writer("stale");
-    await writer.write(content(100));
+    await writer.write(seededBytes(100));
     await writer.close();
     const prune = (...args: string[]) => runDist(["prune", "--ingests", "--root", root, ...args]);
 
@@ -303,7 +291,7 @@ Deno.test("dist prune --ingests removes ingests older than --older-than", async 
 
 Deno.test("store commands: usage errors exit 2 and every command has --help", async () => {
   await withTempDir(async (root) => {
-    const digest = digestOf(content(1));
+    const digest = digestOf(seededBytes(1));
     const usage: string[][] = [
       ["ingest", "--expected-size", "1", "r"],
       ["ingest", "--expected-digest", digest, "r"],

@@ -3,8 +3,8 @@ import { exportImages, importArchive } from "../../content/archive.ts";
 import type { Descriptor, Platform } from "../../content/descriptor.ts";
 import { digestOf } from "../../content/digest.ts";
 import {
+  CorruptContentError,
   DigestMismatchError,
-  InvalidArgumentError,
   NotFoundError,
   UnsafeEntryError,
 } from "../../content/errors.ts";
@@ -15,15 +15,12 @@ import { writeBlob } from "../../content/write_blob.ts";
 import { compressLayer, type Layer } from "../_helpers/images.ts";
 import { assertRejects } from "../_helpers/rejects.ts";
 import { withTempDir } from "../_helpers/temp.ts";
+import { bytesOf } from "../_helpers/bytes.ts";
 
 const encoder = new TextEncoder();
 const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX = "application/vnd.oci.image.index.v1+json";
 const OCI_CONFIG = "application/vnd.oci.image.config.v1+json";
-
-async function bytesOf(stream: ReadableStream<Uint8Array>): Promise<Uint8Array<ArrayBuffer>> {
-  return new Uint8Array(await new Response(stream).arrayBuffer());
-}
 
 /** An uncompressed layer tar holding `files`. */
 async function layerTar(files: Record<string, string>): Promise<Uint8Array<ArrayBuffer>> {
@@ -253,6 +250,24 @@ function file(name: string, body: Uint8Array | string): TarWriteEntry {
   return { header: { name }, body: typeof body === "string" ? encoder.encode(body) : body };
 }
 
+/** `index.json` bytes with one entry: `manifest`, with `annotations`. */
+function indexOf(manifest: Uint8Array, annotations: Record<string, string>): Uint8Array {
+  return json({
+    schemaVersion: 2,
+    manifests: [{
+      mediaType: OCI_MANIFEST,
+      digest: digestOf(manifest),
+      size: manifest.length,
+      annotations,
+    }],
+  });
+}
+
+/** The archive path of the blob `bytes`. */
+function blobName(bytes: Uint8Array): string {
+  return `blobs/sha256/${digestOf(bytes).slice(7)}`;
+}
+
 /** The entries of a well-formed OCI archive of one small image named `name`. */
 async function ociEntries(name: string): Promise<{ entries: TarWriteEntry[]; manifest: string }> {
   const layer = await layerTar({ "hello": "hello\n" });
@@ -271,16 +286,8 @@ async function ociEntries(name: string): Promise<{ entries: TarWriteEntry[]; man
       size: layer.length,
     }],
   });
-  const index = json({
-    schemaVersion: 2,
-    manifests: [{
-      mediaType: OCI_MANIFEST,
-      digest: digestOf(manifest),
-      size: manifest.length,
-      annotations: { "org.opencontainers.image.ref.name": name },
-    }],
-  });
-  const blob = (bytes: Uint8Array) => file(`blobs/sha256/${digestOf(bytes).slice(7)}`, bytes);
+  const index = indexOf(manifest, { "org.opencontainers.image.ref.name": name });
+  const blob = (bytes: Uint8Array) => file(blobName(bytes), bytes);
   return {
     entries: [
       file("oci-layout", '{"imageLayoutVersion":"1.0.0"}'),
@@ -357,13 +364,13 @@ Deno.test("importArchive() refuses an archive that misses a blob its index needs
     const { entries } = await ociEntries("victim:1");
     await assertRejects(
       () => importArchive(store, tarOf(entries.slice(0, 4))), // no layer
-      InvalidArgumentError,
+      CorruptContentError,
       "neither in the archive nor in the store",
     );
     assert.deepEqual(await new Images(store.root).list(), []);
     await assertRejects(
       () => importArchive(store, tarOf([file("hello.txt", "not an image")])),
-      InvalidArgumentError,
+      CorruptContentError,
       "neither index.json",
     );
   });
@@ -458,19 +465,10 @@ Deno.test("importArchive() prefers manifest.json over an OCI part that lacks the
       config: configDesc,
       layers: [],
     });
-    const index = json({
-      schemaVersion: 2,
-      manifests: [{
-        mediaType: OCI_MANIFEST,
-        digest: digestOf(manifest),
-        size: manifest.length,
-        annotations: {
-          "io.containerd.image.name": "docker.io/library/x:1",
-          "org.opencontainers.image.ref.name": "1",
-        },
-      }],
+    const index = indexOf(manifest, {
+      "io.containerd.image.name": "docker.io/library/x:1",
+      "org.opencontainers.image.ref.name": "1",
     });
-    const path = (bytes: Uint8Array) => `blobs/sha256/${digestOf(bytes).slice(7)}`;
     const result = await importArchive(
       store,
       tarOf([
@@ -478,11 +476,15 @@ Deno.test("importArchive() prefers manifest.json over an OCI part that lacks the
         file("index.json", index),
         file(
           "manifest.json",
-          JSON.stringify([{ Config: path(config), RepoTags: ["x:1"], Layers: [path(layer)] }]),
+          JSON.stringify([{
+            Config: blobName(config),
+            RepoTags: ["x:1"],
+            Layers: [blobName(layer)],
+          }]),
         ),
-        file(path(manifest), manifest),
-        file(path(config), config),
-        file(path(layer), layer),
+        file(blobName(manifest), manifest),
+        file(blobName(config), config),
+        file(blobName(layer), layer),
       ]),
     );
     assert.equal(result.records.length, 1);

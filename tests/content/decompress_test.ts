@@ -3,6 +3,7 @@ import { gzipSync, zstdCompressSync } from "node:zlib";
 import { compressionOf, decompress, detectCompression } from "../../content/decompress.ts";
 import { CorruptContentError } from "../../content/errors.ts";
 import { assertRejects } from "../_helpers/rejects.ts";
+import { bytesOf, chunked } from "../_helpers/bytes.ts";
 
 /** Incompressible-enough test data of a few MiB, so output spans several chunks. */
 function sample(): Uint8Array<ArrayBuffer> {
@@ -11,28 +12,6 @@ function sample(): Uint8Array<ArrayBuffer> {
     crypto.getRandomValues(bytes.subarray(i, i + 32768)); // half random, half zeros
   }
   return bytes;
-}
-
-/** Hands out `bytes` in pieces: first the sizes in `first`, then `size` each. */
-function chunked(
-  bytes: Uint8Array,
-  size: number,
-  first: number[] = [],
-): ReadableStream<Uint8Array> {
-  let offset = 0;
-  const sizes = [...first];
-  return new ReadableStream({
-    pull(controller) {
-      if (offset >= bytes.length) return controller.close();
-      const n = sizes.shift() ?? size;
-      controller.enqueue(bytes.slice(offset, offset + n));
-      offset += n;
-    },
-  });
-}
-
-async function collect(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
-  return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
 Deno.test("compressionOf() maps OCI and Docker layer media types", () => {
@@ -63,7 +42,7 @@ Deno.test("decompress() inflates gzip and zstd by media type, and passes plain d
     [data, "application/vnd.oci.image.layer.v1.tar"],
   ];
   for (const [bytes, mediaType] of cases) {
-    assert.deepEqual(await collect(decompress(chunked(bytes, 65536), { mediaType })), data);
+    assert.deepEqual(await bytesOf(decompress(chunked(bytes, 65536), { mediaType })), data);
   }
 });
 
@@ -72,10 +51,10 @@ Deno.test("decompress() sniffs the compression when the media type does not say"
   for (const bytes of [gzipSync(data), zstdCompressSync(data), data]) {
     // 1-byte first chunks make sniffing gather the magic across chunks.
     const head = chunked(bytes, 65536, [1, 1, 1]);
-    const out = await collect(decompress(head, { mediaType: "application/octet-stream" }));
+    const out = await bytesOf(decompress(head, { mediaType: "application/octet-stream" }));
     assert.deepEqual(out, data);
   }
-  assert.equal((await collect(decompress(chunked(new Uint8Array(0), 1)))).length, 0);
+  assert.equal((await bytesOf(decompress(chunked(new Uint8Array(0), 1)))).length, 0);
 });
 
 Deno.test("decompress() fails with CorruptContentError on corrupt data", async () => {
@@ -83,7 +62,7 @@ Deno.test("decompress() fails with CorruptContentError on corrupt data", async (
   bytes[bytes.length >> 1] ^= 0xff;
   bytes[(bytes.length >> 1) + 1] ^= 0xff;
   await assertRejects(
-    () => collect(decompress(chunked(bytes, 65536), { compression: "gzip" })),
+    () => bytesOf(decompress(chunked(bytes, 65536), { compression: "gzip" })),
     CorruptContentError,
     "cannot decompress gzip data",
   );
@@ -91,7 +70,7 @@ Deno.test("decompress() fails with CorruptContentError on corrupt data", async (
   // frame; unpackImage's diff_id check catches that.)
   const truncated = gzipSync(sample()).subarray(0, 100_000);
   await assertRejects(
-    () => collect(decompress(chunked(truncated, 4096), { compression: "gzip" })),
+    () => bytesOf(decompress(chunked(truncated, 4096), { compression: "gzip" })),
     CorruptContentError,
     "unexpected end",
   );

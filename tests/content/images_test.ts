@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { Images } from "../../content/images.ts";
+import { findImage, Images } from "../../content/images.ts";
+import { Store } from "../../content/store.ts";
+import { writeBlob } from "../../content/write_blob.ts";
 import type { Descriptor } from "../../content/descriptor.ts";
 import { digestOf } from "../../content/digest.ts";
 import { InvalidArgumentError, NotFoundError } from "../../content/errors.ts";
@@ -59,10 +61,56 @@ Deno.test("images.remove() removes one record and keeps the rest", async () => {
     await images.put("r/b:1", target("b"));
     await images.remove("r/a:1");
     assert.deepEqual((await images.list()).map((r) => r.name), ["r/b:1"]);
+    const { ino } = await Deno.stat(`${root}/index.json`);
     await assert.rejects(images.remove("r/a:1"), NotFoundError);
+    assert.equal(
+      (await Deno.stat(`${root}/index.json`)).ino,
+      ino,
+      "nothing removed, nothing written",
+    );
     await assert.rejects(
       images.get("r/a:1"),
       (e) => e instanceof NotFoundError && e.message === "image r/a:1 not found",
+    );
+  });
+});
+
+Deno.test("images.find() takes any spelling of a record's reference and refuses bad names", async () => {
+  await withTempDir(async (root) => {
+    const images = new Images(root);
+    await images.put("docker.io/library/alpine:latest", target("alpine"));
+    await images.put("latest", target("other tool")); // a bare ref.name, as skopeo writes it
+    assert.equal((await images.find("alpine")).name, "docker.io/library/alpine:latest");
+    assert.equal(
+      (await images.find("library/alpine:latest")).name,
+      "docker.io/library/alpine:latest",
+    );
+    assert.equal((await images.find("latest")).target.digest, target("other tool").digest);
+    await assert.rejects(
+      images.find("alpine:3"),
+      (e) => e instanceof NotFoundError && e.message === "image alpine:3 not found",
+    );
+    await assert.rejects(
+      images.find("a b"),
+      (e) => e instanceof InvalidArgumentError && e.message === 'invalid image name "a b"',
+    );
+  });
+});
+
+Deno.test("findImage() reads a digest as stored content and refuses a malformed one", async () => {
+  await withTempDir(async (root) => {
+    const store = await Store.open(root);
+    const bytes = new TextEncoder().encode(JSON.stringify({ schemaVersion: 2, manifests: [] }));
+    const digest = digestOf(bytes);
+    await writeBlob(store, `index-${digest}`, [bytes], { digest, size: bytes.length });
+    const found = await findImage(store, digest);
+    assert.deepEqual(found, {
+      target: { mediaType: "application/vnd.oci.image.index.v1+json", digest, size: bytes.length },
+    });
+    await assert.rejects(findImage(store, `sha256:${"0".repeat(64)}`), NotFoundError);
+    await assert.rejects(
+      findImage(store, "sha256:../../etc/passwd"),
+      (e) => e instanceof InvalidArgumentError && e.message.includes('"sha256:../../etc/passwd"'),
     );
   });
 });

@@ -16,25 +16,9 @@ import {
 } from "../../content/errors.ts";
 import { writeBlob } from "../../content/write_blob.ts";
 import { withTempDir } from "../_helpers/temp.ts";
+import { bytesOf, seededBytes } from "../_helpers/bytes.ts";
 
 const HOLD_WRITER = new URL("./_hold_writer.ts", import.meta.url).pathname;
-
-/** Pseudo-random bytes, different for each seed. */
-function content(size: number, seed = 1): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(size);
-  let x = seed * 2654435761 >>> 0 || 1;
-  for (let i = 0; i < size; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    bytes[i] = x & 0xff;
-  }
-  return bytes;
-}
-
-async function readAll(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
-  return new Uint8Array(await new Response(stream).arrayBuffer());
-}
 
 async function ingestDirs(root: string): Promise<string[]> {
   return (await Array.fromAsync(Deno.readDir(`${root}/ingest`))).map((e) => e.name);
@@ -100,7 +84,7 @@ Deno.test("Store.open() creates an OCI image layout and keeps an existing index"
 Deno.test("writer.commit() stores content that info(), read() and readBytes() return", async () => {
   await withTempDir(async (root) => {
     const store = await Store.open(root);
-    const bytes = content(3 << 20);
+    const bytes = seededBytes(3 << 20);
     const digest = digestOf(bytes);
     const writer = await store.writer(`layer-${digest}`, { expected: digest, total: bytes.length });
     assert.equal(writer.offset, 0);
@@ -120,13 +104,13 @@ Deno.test("writer.commit() stores content that info(), read() and readBytes() re
 
     assert.deepEqual(await store.info(digest), info);
     assert.equal(await store.has(digest), true);
-    assert.deepEqual(await readAll(await store.read(digest)), bytes);
+    assert.deepEqual(await bytesOf(await store.read(digest)), bytes);
     assert.deepEqual(
-      await readAll(await store.read(digest, { offset: 12345 })),
+      await bytesOf(await store.read(digest, { offset: 12345 })),
       bytes.subarray(12345),
     );
     assert.deepEqual(
-      await readAll(await store.read(digest, { offset: bytes.length })),
+      await bytesOf(await store.read(digest, { offset: bytes.length })),
       new Uint8Array(),
     );
     assert.deepEqual(await store.readBytes(digest), bytes);
@@ -144,7 +128,7 @@ Deno.test("writer.commit() stores content that info(), read() and readBytes() re
 Deno.test("a writer of more than 64 MiB, flushed to disk as it goes, commits it", async () => {
   await withTempDir(async (root) => {
     const store = await Store.open(root);
-    const chunk = content(1 << 20, 16);
+    const chunk = seededBytes(1 << 20, 16);
     const digester = new Digester();
     const writer = await store.writer("big");
     for (let i = 0; i < 70; i++) {
@@ -159,14 +143,14 @@ Deno.test("a writer of more than 64 MiB, flushed to disk as it goes, commits it"
     const info = await writer.commit(70 << 20, digest);
     assert.equal(info.size, 70 << 20);
     const stored = await store.read(digest, { offset: 69 << 20 });
-    assert.deepEqual(await readAll(stored), chunk);
+    assert.deepEqual(await bytesOf(stored), chunk);
   });
 });
 
 Deno.test("read() streams a large blob in chunks of at most 1 MiB", async () => {
   await withTempDir(async (root) => {
     const store = await Store.open(root);
-    const bytes = content((5 << 20) + 17, 2);
+    const bytes = seededBytes((5 << 20) + 17, 2);
     const digest = await commitBytes(store, "big", bytes);
     const sizes: number[] = [];
     for await (const chunk of await store.read(digest)) sizes.push(chunk.length);
@@ -179,7 +163,7 @@ Deno.test("read() streams a large blob in chunks of at most 1 MiB", async () => 
 Deno.test("writer.writable accepts a piped stream and commit() follows", async () => {
   await withTempDir(async (root) => {
     const store = await Store.open(root);
-    const parts = [content(10, 3), content(70_000, 4), content(300_000, 5)];
+    const parts = [seededBytes(10, 3), seededBytes(70_000, 4), seededBytes(300_000, 5)];
     const whole = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
     parts.reduce((at, p) => (whole.set(p, at), at + p.length), 0);
     const digest = digestOf(whole);
@@ -194,7 +178,7 @@ Deno.test("writer.writable accepts a piped stream and commit() follows", async (
 Deno.test("writer.commit() rejects a size mismatch, naming both sizes, and keeps nothing", async () => {
   await withTempDir(async (root) => {
     const store = await Store.open(root);
-    const bytes = content(1000);
+    const bytes = seededBytes(1000);
     const digest = digestOf(bytes);
     const writer = await store.writer("short");
     await writer.write(bytes.subarray(0, 900));
@@ -214,8 +198,8 @@ Deno.test("writer.commit() rejects a size mismatch, naming both sizes, and keeps
 Deno.test("writer.commit() rejects a digest mismatch, naming both digests, and keeps nothing", async () => {
   await withTempDir(async (root) => {
     const store = await Store.open(root);
-    const bytes = content(100_000);
-    const wrong = digestOf(content(100_000, 9));
+    const bytes = seededBytes(100_000);
+    const wrong = digestOf(seededBytes(100_000, 9));
     const writer = await store.writer("bad");
     await writer.write(bytes);
     await assert.rejects(writer.commit(bytes.length, wrong), (error: Error) => {
@@ -238,7 +222,7 @@ Deno.test("writer.commit() rejects a digest mismatch, naming both digests, and k
 Deno.test("writer.commit() of content that exists throws AlreadyExistsError", async () => {
   await withTempDir(async (root) => {
     const store = await Store.open(root);
-    const bytes = content(5000);
+    const bytes = seededBytes(5000);
     const digest = digestOf(bytes);
     const first = await store.writer("one");
     const second = await store.writer("two");
@@ -275,7 +259,7 @@ Deno.test("Store.writer() locks a ref within one process and says since when", a
 Deno.test("Store.writer() with wait resumes what the holder leaves when it closes", async () => {
   await withTempDir(async (root) => {
     const store = await Store.open(root);
-    const bytes = content(200_000);
+    const bytes = seededBytes(200_000);
     const digest = digestOf(bytes);
     const first = await store.writer("shared", { expected: digest });
     await first.write(bytes.subarray(0, 150_000));
@@ -298,7 +282,7 @@ Deno.test("Store.writer() with wait resumes what the holder leaves when it close
 Deno.test("Store.writer() with wait throws AlreadyExistsError when the holder commits", async () => {
   await withTempDir(async (root) => {
     const store = await Store.open(root);
-    const bytes = content(1000);
+    const bytes = seededBytes(1000);
     const digest = digestOf(bytes);
     const first = await store.writer("shared", { expected: digest });
     const pending = store.writer("shared", { expected: digest, wait: true });
@@ -325,7 +309,7 @@ Deno.test("a writer resumes after the writing process was killed with SIGKILL", 
   await withTempDir(async (dir) => {
     const root = `${dir}/store`;
     const file = `${dir}/content`;
-    const bytes = content(3 << 20, 7);
+    const bytes = seededBytes(3 << 20, 7);
     const digest = digestOf(bytes);
     await Deno.writeFile(file, bytes);
     const half = (3 << 20) / 2;
@@ -357,7 +341,7 @@ Deno.test("two processes contend for one ref: the waiter sees the other's commit
   await withTempDir(async (dir) => {
     const root = `${dir}/store`;
     const file = `${dir}/content`;
-    const bytes = content(200_000, 8);
+    const bytes = seededBytes(200_000, 8);
     const digest = digestOf(bytes);
     await Deno.writeFile(file, bytes);
     const { child, stdin } = await holdWriter(root, "contended", file, 100_000, digest);
@@ -385,7 +369,7 @@ Deno.test("two processes contend for one ref: the waiter sees the other's commit
 Deno.test("reopening a closed ingest resumes it; truncate(0) restarts it", async () => {
   await withTempDir(async (root) => {
     const store = await Store.open(root);
-    const bytes = content(100_000, 10);
+    const bytes = seededBytes(100_000, 10);
     const digest = digestOf(bytes);
     const first = await store.writer("resume", { total: bytes.length });
     await first.write(bytes.subarray(0, 40_000));
@@ -408,11 +392,11 @@ Deno.test("reopening a closed ingest resumes it; truncate(0) restarts it", async
 Deno.test("an ingest left for another digest or size restarts from zero", async () => {
   await withTempDir(async (root) => {
     const store = await Store.open(root);
-    const old = content(50_000, 11);
+    const old = seededBytes(50_000, 11);
     const stale = await store.writer("ref", { expected: digestOf(old), total: old.length });
     await stale.write(old.subarray(0, 20_000));
     await stale.close();
-    const bytes = content(30_000, 12);
+    const bytes = seededBytes(30_000, 12);
     const digest = digestOf(bytes);
     const writer = await store.writer("ref", { expected: digest, total: bytes.length });
     assert.equal(writer.offset, 0);
@@ -426,7 +410,7 @@ Deno.test("an ingest left for another digest or size restarts from zero", async 
 Deno.test("writeBlob() drops from its source what a resumed ingest already holds", async () => {
   await withTempDir(async (root) => {
     const store = await Store.open(root);
-    const bytes = content(500_000, 13);
+    const bytes = seededBytes(500_000, 13);
     const digest = digestOf(bytes);
     const first = await store.writer("blob", { expected: digest, total: bytes.length });
     await first.write(bytes.subarray(0, 123_456));
@@ -445,7 +429,7 @@ Deno.test("writeBlob() drops from its source what a resumed ingest already holds
     };
     assert.deepEqual(await writeBlob(store, "blob", untouched, { digest, size: 500_000 }), info);
     // too long a source: nothing committed, the ingest is gone
-    const other = content(10, 14);
+    const other = seededBytes(10, 14);
     await assert.rejects(
       writeBlob(store, "long", [other], { digest: digestOf(other.subarray(0, 5)), size: 5 }),
       /cannot commit long: expected size 5, got 10/,
@@ -458,10 +442,10 @@ Deno.test("Store.abort() removes an ingest; absent or held refs are errors", asy
   await withTempDir(async (root) => {
     const store = await Store.open(root);
     const writer = await store.writer("left");
-    await writer.write(content(1000));
+    await writer.write(seededBytes(1000));
     await writer.close();
     const held = await store.writer("held");
-    await held.write(content(1000));
+    await held.write(seededBytes(1000));
     await assert.rejects(store.abort("held"), LockedError);
     await store.abort("left");
     await assert.rejects(store.status("left"), NotFoundError);
@@ -476,7 +460,7 @@ Deno.test("Store.abort() removes an ingest; absent or held refs are errors", asy
 Deno.test("Store.delete() removes a blob; absent content is NotFoundError", async () => {
   await withTempDir(async (root) => {
     const store = await Store.open(root);
-    const digest = await commitBytes(store, "x", content(100));
+    const digest = await commitBytes(store, "x", seededBytes(100));
     await store.delete(digest);
     assert.equal(await store.has(digest), false);
     await assert.rejects(store.delete(digest), NotFoundError);
@@ -509,7 +493,7 @@ Deno.test("hostile digests are rejected before any path is built", async () => {
       "",
     ] as Digest[];
     const writer = await store.writer("w");
-    await writer.write(content(10));
+    await writer.write(seededBytes(10));
     for (const digest of hostile) {
       assert.throws(() => store.blobPath(digest), InvalidArgumentError);
       await assert.rejects(store.info(digest), InvalidArgumentError);
@@ -545,7 +529,7 @@ Deno.test("Store.list() walks thousands of blobs and skips foreign files", async
     await Promise.all(writes);
     await Deno.writeTextFile(`${root}/blobs/sha256/README`, "not a blob");
     await Deno.mkdir(`${root}/blobs/sha256/${"b".repeat(64)}`); // a directory is no blob either
-    const sha512 = await commitBytes(store, "x", content(10, 15)).then(async (digest) => {
+    const sha512 = await commitBytes(store, "x", seededBytes(10, 15)).then(async (digest) => {
       // the same bytes under sha512, committed through a writer
       const bytes = await store.readBytes(digest);
       const writer = await store.writer("x512");
@@ -570,7 +554,7 @@ Deno.test("Store.listStatuses() filters by prefix and by pattern", async () => {
     const writers: Writer[] = [];
     for (const ref of ["layer-sha256:aa", "layer-sha256:bb", "config-sha256:aa", "other"]) {
       const writer = await store.writer(ref, { total: 100 });
-      await writer.write(content(70_000));
+      await writer.write(seededBytes(70_000));
       writers.push(writer);
     }
     const refs = (statuses: { ref: string }[]) => statuses.map((s) => s.ref);
@@ -603,11 +587,11 @@ Deno.test("Store.prune() removes ingests not updated for a while and skips held 
     const store = await Store.open(root);
     for (const ref of ["old", "fresh"]) {
       const writer = await store.writer(ref);
-      await writer.write(content(1000));
+      await writer.write(seededBytes(1000));
       await writer.close();
     }
     const held = await store.writer("held");
-    await held.write(content(1000));
+    await held.write(seededBytes(1000));
     // a day-old ingest, as its updatedat file says
     const old = (await store.listStatuses({ prefix: "old" }))[0];
     const oldDir = `${root}/ingest/${digestOf(new TextEncoder().encode("old")).slice(7)}`;

@@ -4,6 +4,7 @@ import { CorruptContentError, InvalidArgumentError } from "../../content/errors.
 import { syscalls } from "../../content/_syscalls.ts";
 import { requireTool, withTempDir } from "../_helpers/temp.ts";
 import { assertRejects } from "../_helpers/rejects.ts";
+import { bytesOf, chunked, randomBytes } from "../_helpers/bytes.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -27,28 +28,6 @@ async function tar(args: string[], stdin?: Uint8Array): Promise<Uint8Array<Array
   return result.stdout as Uint8Array<ArrayBuffer>;
 }
 
-/** A stream that hands out `bytes` in pieces of `size`. */
-function chunked(bytes: Uint8Array, size: number): ReadableStream<Uint8Array> {
-  let offset = 0;
-  return new ReadableStream({
-    pull(controller) {
-      if (offset >= bytes.length) return controller.close();
-      controller.enqueue(bytes.slice(offset, offset + size));
-      offset += size;
-    },
-  });
-}
-
-function randomBytes(length: number): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(length);
-  for (let i = 0; i < length; i += 65536) crypto.getRandomValues(bytes.subarray(i, i + 65536));
-  return bytes;
-}
-
-async function collect(stream: ReadableStream<Uint8Array>): Promise<Uint8Array<ArrayBuffer>> {
-  return new Uint8Array(await new Response(stream).arrayBuffer());
-}
-
 interface Read {
   header: TarHeader;
   text: string;
@@ -57,7 +36,7 @@ interface Read {
 async function readAll(source: ReadableStream<Uint8Array>): Promise<Map<string, Read>> {
   const out = new Map<string, Read>();
   for await (const entry of readTar(source)) {
-    const text = decoder.decode(await collect(entry.body));
+    const text = decoder.decode(await bytesOf(entry.body));
     out.set(entry.header.name.replace(/^\.\//, "").replace(/\/$/, ""), {
       header: entry.header,
       text,
@@ -162,7 +141,7 @@ Deno.test("readTar() reads GNU long names, long links and base-256 numbers", asy
 
 /** Turns a one-entry archive made by writeTar into a header of another type flag. */
 async function retype(name: string, body: Uint8Array, typeflag: string): Promise<Uint8Array> {
-  const archive = await collect(writeTar([{ header: { name }, body }]));
+  const archive = await bytesOf(writeTar([{ header: { name }, body }]));
   const entry = archive.slice(0, archive.length - 1024);
   entry[156] = typeflag.charCodeAt(0);
   entry.fill(0x20, 148, 156);
@@ -190,10 +169,10 @@ Deno.test("readTar() applies global PAX headers and lets local records override 
     "g",
   );
   const local = await retype("PaxHeaders/b", paxRecords({ mtime: "7", path: "renamed-b" }), "x");
-  const tail = await collect(writeTar([
+  const tail = await bytesOf(writeTar([
     { header: { name: "a", mtime: 1 }, body: encoder.encode("A") },
   ]));
-  const b = await collect(
+  const b = await bytesOf(
     writeTar([{ header: { name: "b", mtime: 1 }, body: encoder.encode("B") }]),
   );
   const archive = new Uint8Array([
@@ -243,11 +222,11 @@ Deno.test("readTar() skips unread bodies and refuses to read an entry after movi
     bodies.push(entry.body);
   }
   assert.deepEqual(names, ["one", "two"]);
-  await assertRejects(() => collect(bodies[0]), CorruptContentError, "moved on");
+  await assertRejects(() => bytesOf(bodies[0]), CorruptContentError, "moved on");
 });
 
 Deno.test("readTar() rejects a corrupt header and a truncated archive", async () => {
-  const archive = await collect(writeTar([{ header: { name: "f" }, body: new Uint8Array(2000) }]));
+  const archive = await bytesOf(writeTar([{ header: { name: "f" }, body: new Uint8Array(2000) }]));
   const corrupt = archive.slice();
   corrupt[10] ^= 0xff;
   await assertRejects(() => readAll(chunked(corrupt, 512)), CorruptContentError, "checksum");
@@ -301,7 +280,7 @@ Deno.test("writeTar() output is extracted by GNU tar with names, links, owners, 
       { header: { name: "fifo", type: "fifo", mode: 0o600 } },
       { header: { name: "big", size: big.length }, body: chunked(big, 100_000) },
     ];
-    const archive = await collect(writeTar(entries));
+    const archive = await bytesOf(writeTar(entries));
     await Deno.mkdir(`${dir}/out`);
     await tar(["--xattrs", "--xattrs-include=*", "-C", `${dir}/out`, "-xf", "-"], archive);
     const file = await Deno.lstat(`${dir}/out/dir/file`);
@@ -366,13 +345,13 @@ Deno.test("writeTar() and readTar() round-trip every entry type and PAX value", 
 Deno.test("writeTar() rejects a body whose length differs from the header size", async () => {
   await assertRejects(
     () =>
-      collect(writeTar([{ header: { name: "f", size: 10 }, body: chunked(new Uint8Array(4), 2) }])),
+      bytesOf(writeTar([{ header: { name: "f", size: 10 }, body: chunked(new Uint8Array(4), 2) }])),
     InvalidArgumentError,
     "body has 4 bytes",
   );
   await assertRejects(
     () =>
-      collect(writeTar([{ header: { name: "f", size: 1 }, body: chunked(new Uint8Array(4), 2) }])),
+      bytesOf(writeTar([{ header: { name: "f", size: 1 }, body: chunked(new Uint8Array(4), 2) }])),
     InvalidArgumentError,
     "longer",
   );

@@ -9,17 +9,7 @@ import { startFaultProxy } from "../_helpers/fault_proxy.ts";
 import { pushManifest, pushSimpleImage } from "../_helpers/push.ts";
 import { startRegistry } from "../_helpers/registry.ts";
 import { assertRejects } from "../_helpers/rejects.ts";
-
-/** Incompressible test bytes. */
-function randomBytes(size: number): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(size);
-  for (let i = 0; i < size; i += 65536) crypto.getRandomValues(bytes.subarray(i, i + 65536));
-  return bytes;
-}
-
-async function readAll(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
-  return new Uint8Array(await new Response(stream).arrayBuffer());
-}
+import { bytesOf, randomBytes } from "../_helpers/bytes.ts";
 
 /** A registry with one image `app:v1` (a 3 MB layer and a small one), behind a fault proxy. */
 async function withImage(
@@ -168,11 +158,11 @@ Deno.test("client.fetch() streams a blob, whole or from an offset with Range", a
     const ref = parseReference(`${host}/app:v1`);
     const whole = await client.fetch(ref, image.layers[0]);
     assert.equal(whole.offset, 0);
-    assert.deepEqual(await readAll(whole.stream), layer);
+    assert.deepEqual(await bytesOf(whole.stream), layer);
 
     const part = await client.fetch(ref, image.layers[0], { offset: 1_234_567 });
     assert.equal(part.offset, 1_234_567);
-    assert.deepEqual(await readAll(part.stream), layer.subarray(1_234_567));
+    assert.deepEqual(await bytesOf(part.stream), layer.subarray(1_234_567));
     const last = proxy.requests.at(-1)!;
     assert.equal(last.path, `/v2/app/blobs/${image.layers[0].digest}`);
     assert.equal(last.headers.get("range"), "bytes=1234567-");
@@ -180,7 +170,7 @@ Deno.test("client.fetch() streams a blob, whole or from an offset with Range", a
 
     const end = await client.fetch(ref, image.layers[0], { offset: layer.length });
     assert.equal(end.offset, layer.length);
-    assert.equal((await readAll(end.stream)).length, 0);
+    assert.equal((await bytesOf(end.stream)).length, 0);
   });
 });
 
@@ -191,7 +181,7 @@ Deno.test("client.fetch() starts from 0 when the registry ignores or misreads Ra
     proxy.addRule({ method: "GET", path, status: 200, body: layer });
     const ignored = await client.fetch(ref, image.layers[0], { offset: 1000 });
     assert.equal(ignored.offset, 0);
-    assert.deepEqual(await readAll(ignored.stream), layer);
+    assert.deepEqual(await bytesOf(ignored.stream), layer);
 
     // a 206 for another range than asked for: not used, the client asks again without Range
     proxy.addRule({
@@ -203,7 +193,7 @@ Deno.test("client.fetch() starts from 0 when the registry ignores or misreads Ra
     });
     const wrong = await client.fetch(ref, image.layers[0], { offset: 1000 });
     assert.equal(wrong.offset, 0);
-    assert.deepEqual(await readAll(wrong.stream), layer);
+    assert.deepEqual(await bytesOf(wrong.stream), layer);
     const [asked, again] = proxy.requests.slice(-2);
     assert.equal(asked.headers.get("range"), "bytes=1000-");
     assert.equal(again.headers.get("range"), null);

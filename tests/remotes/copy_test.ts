@@ -6,51 +6,30 @@ import { Images } from "../../content/images.ts";
 import type { Descriptor } from "../../content/descriptor.ts";
 import { NotFoundError } from "../../content/errors.ts";
 import { parsePlatform } from "../../content/platform.ts";
-import { type Registry, startRegistry } from "../_helpers/registry.ts";
+import { type Registry, withRegistry } from "../_helpers/registry.ts";
 import {
   buildLayer,
   compressLayer,
-  pushAttestation,
   type PushedImage,
   pushImage,
   pushIndex,
-  randomBytes,
+  pushMultiPlatform,
 } from "../_helpers/images.ts";
+import { randomBytes } from "../_helpers/bytes.ts";
 import { pushBlob, pushManifest } from "../_helpers/push.ts";
-import { withTempDir } from "../_helpers/temp.ts";
-import { startThrottleProxy } from "../_helpers/throttle_proxy.ts";
+import { startFaultProxy } from "../_helpers/fault_proxy.ts";
 import { assertRejects } from "../_helpers/rejects.ts";
 
 /** Runs `fn` with a fresh registry, store and client, all cleaned up afterwards. */
 async function withSetup(
   fn: (registry: Registry, store: Store, client: RegistryClient) => Promise<void>,
 ): Promise<void> {
-  const registry = await startRegistry();
   const client = new RegistryClient();
   try {
-    await withTempDir(async (dir) => fn(registry, await Store.open(dir), client));
+    await withRegistry(async (registry, dir) => fn(registry, await Store.open(dir), client));
   } finally {
     client.close();
-    await registry.stop();
   }
-}
-
-/** A multi-platform OCI index (amd64, arm64/v8) with an attestation for amd64. */
-async function pushMultiPlatform(
-  url: string,
-  repository: string,
-): Promise<{ amd64: PushedImage; arm64: PushedImage; attestation: Descriptor }> {
-  const shared = await buildLayer({ "etc/os-release": "ID=test\n" }, "gzip");
-  const amd64 = await pushImage(url, repository, {
-    layers: [shared, await buildLayer({ "bin/amd64": "x86\n" }, "gzip")],
-  });
-  const arm64 = await pushImage(url, repository, {
-    layers: [shared, await buildLayer({ "bin/arm64": "arm\n" }, "zstd")],
-    platform: { os: "linux", architecture: "arm64", variant: "v8" },
-  });
-  const attestation = await pushAttestation(url, repository, amd64.manifest);
-  await pushIndex(url, repository, "v1", [amd64.manifest, arm64.manifest, attestation]);
-  return { amd64, arm64, attestation };
 }
 
 async function stored(store: Store): Promise<Set<string>> {
@@ -275,7 +254,7 @@ Deno.test("fetchImage() keeps at most maxConcurrentDownloads blobs in flight", a
       },
     };
     // transfers slowed down so that they overlap whenever the limit lets them
-    const proxy = await startThrottleProxy(registry.url, { bytesPerSecond: 8 << 20 });
+    const proxy = await startFaultProxy(registry.url, { bytesPerSecond: 8 << 20 });
     try {
       await fetchImage(source, store, `${proxy.host}/many/app:v1`, { maxConcurrentDownloads: 2 });
     } finally {

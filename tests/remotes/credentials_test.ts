@@ -1,6 +1,6 @@
 /** Credential lookup from docker's config.json and the containers auth.json files. */
 import assert from "node:assert/strict";
-import { InvalidArgumentError } from "../../content/errors.ts";
+import { CorruptContentError } from "../../content/errors.ts";
 import { lookupCredentials } from "../../remotes/credentials.ts";
 import { assertRejects } from "../_helpers/rejects.ts";
 import { withTempDir } from "../_helpers/temp.ts";
@@ -110,7 +110,7 @@ Deno.test("lookupCredentials() keeps secrets out of errors about broken files", 
     const env = envOf({ DOCKER_CONFIG: `${dir}/docker` });
     const error = await assertRejects(
       () => lookupCredentials("x", { env }),
-      InvalidArgumentError,
+      CorruptContentError,
       `cannot parse credentials file ${dir}/docker/config.json: not valid JSON`,
     );
     assert.ok(!error.message.includes("c2VjcmV0"));
@@ -120,7 +120,7 @@ Deno.test("lookupCredentials() keeps secrets out of errors about broken files", 
     });
     const bad = await assertRejects(
       () => lookupCredentials("x", { env }),
-      InvalidArgumentError,
+      CorruptContentError,
       'the "auth" field of credentials for x has no ":"',
     );
     assert.ok(!bad.message.includes("no-colon-secret"));

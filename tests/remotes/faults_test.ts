@@ -11,18 +11,9 @@ import { type FaultProxy, startFaultProxy } from "../_helpers/fault_proxy.ts";
 import { pushSimpleImage } from "../_helpers/push.ts";
 import { type Registry, startRegistry } from "../_helpers/registry.ts";
 import { assertRejects } from "../_helpers/rejects.ts";
+import { bytesOf, randomBytes } from "../_helpers/bytes.ts";
 
 const MiB = 1024 * 1024;
-
-function randomBytes(size: number): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(size);
-  for (let i = 0; i < size; i += 65536) crypto.getRandomValues(bytes.subarray(i, i + 65536));
-  return bytes;
-}
-
-async function readAll(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
-  return new Uint8Array(await new Response(stream).arrayBuffer());
-}
 
 interface Setup {
   registry: Registry;
@@ -53,7 +44,7 @@ Deno.test("client.fetch() resumes a blob with Range after the connection is cut"
       proxy.addRule({ method: "GET", path: blobPath, cutAfter: 1.5 * MiB });
       const ref = parseReference(`${proxy.host}/app:v1`);
       const { stream } = await client.fetch(ref, image.layers[0]);
-      assert.deepEqual(await readAll(stream), layer);
+      assert.deepEqual(await bytesOf(stream), layer);
       const gets = proxy.requests.filter((r) => r.path.endsWith(blobPath));
       assert.equal(gets.length, 2);
       assert.equal(gets[0].headers.get("range"), null);
@@ -83,7 +74,7 @@ Deno.test("client.fetch() gives up on a blob whose every transfer breaks", async
         image.layers[0],
       );
       const error = await assertRejects(
-        () => readAll(stream),
+        () => bytesOf(stream),
         RegistryError,
         "the transfer failed 3 times: at byte ",
       ) as RegistryError;
@@ -117,7 +108,7 @@ Deno.test("client honours Retry-After on 429, capped by maxDelayMs", async () =>
       });
       const started = Date.now();
       const { stream } = await client.fetch(ref, image.layers[0]);
-      assert.deepEqual(await readAll(stream), layer);
+      assert.deepEqual(await bytesOf(stream), layer);
       assert.ok(Date.now() - started >= 950, "waited for Retry-After");
       assert.equal(events.length, 1);
       assert.equal(events[0].delayMs, 1000);
@@ -203,7 +194,7 @@ Deno.test("one flipped byte fails verification of the fetched blob", async () =>
         image.layers[0],
       );
       await assertRejects(
-        () => readAll(stream.pipeThrough(verifyStream(image.layers[0]))),
+        () => bytesOf(stream.pipeThrough(verifyStream(image.layers[0]))),
         DigestMismatchError,
         `expected digest ${image.layers[0].digest}`,
       );
@@ -233,7 +224,7 @@ Deno.test("redirects are followed without sending Authorization to the other hos
     const ref = parseReference(`${front.host}/app:v1`);
     await client.resolve(ref); // the registry challenges; the client learns to send Basic auth
     const { stream } = await client.fetch(ref, image.layers[0]);
-    assert.deepEqual(await readAll(stream), layer);
+    assert.deepEqual(await bytesOf(stream), layer);
     const toFront = front.requests.filter((r) => r.path.includes("/blobs/"));
     assert.deepEqual(toFront.map((r) => r.status), [307]);
     assert.equal(toFront[0].headers.get("authorization"), basic);

@@ -103,6 +103,11 @@ Deno.test("parseObjectReference() joins the seed's locator and object", () => {
     digest: DIGEST,
   });
   assert.throws(() => parseObjectReference("localhost:5000/app:v1", "v2"), InvalidArgumentError);
+  // an object with ":" can only be a digest: a broken one is reported as a digest
+  assert.throws(
+    () => parseObjectReference("localhost:5000/app", "sha256:zz"),
+    (e) => e instanceof InvalidArgumentError && e.message.endsWith('invalid digest "sha256:zz"'),
+  );
 });
 
 Deno.test("registryHost() and isLoopbackHost() pick the endpoint and plain HTTP", () => {
