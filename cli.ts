@@ -122,6 +122,9 @@ function parseArgs(argv: string[], all: FlagSpec[]): Parsed {
       list.push(value as string);
       flags[spec.name] = list;
     } else {
+      if (spec.type === "string" && flags[spec.name] !== undefined) {
+        throw new UsageError(`flag --${spec.name} given twice`);
+      }
       flags[spec.name] = value;
     }
   }
@@ -213,7 +216,8 @@ function stringFlag(ctx: Context, name: string): string | undefined {
 
 /** Reads a repeatable flag as a list. */
 function listFlag(ctx: Context, name: string): string[] {
-  return (ctx.flags[name] as string[] | undefined) ?? [];
+  const value = ctx.flags[name] as string | string[] | undefined;
+  return value === undefined ? [] : typeof value === "string" ? [value] : value;
 }
 
 /** Reads a boolean flag. */
@@ -336,6 +340,13 @@ const FETCH_FLAGS: FlagSpec[] = [
 ];
 
 /** The fetch options from {@link FETCH_FLAGS}. */
+/** `pull` unpacks one platform: the fetch flags with a single `--platform` and no `--all-platforms`. */
+const PULL_FLAGS: FlagSpec[] = FETCH_FLAGS.filter((f) => f.name !== "all-platforms").map((f) =>
+  f.name === "platform"
+    ? { ...f, multiple: false, description: "platform to pull (default: this machine's)" }
+    : f
+);
+
 function fetchFlags(ctx: Context): FetchImageOptions {
   const platforms = listFlag(ctx, "platform").map(parsePlatform);
   const allPlatforms = boolFlag(ctx, "all-platforms");
@@ -421,10 +432,11 @@ function progressRenderer(): { onProgress(event: FetchEvent): void; close(): voi
 }
 
 /**
- * Runs `body` with a signal that Ctrl-C aborts; then returns exit code 130 and says the partial
- * downloads stay for the next run. A second Ctrl-C exits at once.
+ * Runs `body` with a signal that Ctrl-C aborts; an aborted run prints `message` and exits 130.
+ * A second Ctrl-C exits at once.
  */
 async function interruptible(
+  message: string,
   body: (signal: AbortSignal) => Promise<number | void>,
 ): Promise<number | void> {
   const controller = new AbortController();
@@ -437,12 +449,14 @@ async function interruptible(
     return await body(controller.signal);
   } catch (error) {
     if (!controller.signal.aborted) throw error;
-    out.error("interrupted: partial downloads stay in the store and resume on the next fetch");
+    out.error(message);
     return 130;
   } finally {
     Deno.removeSignalListener("SIGINT", onSigint);
   }
 }
+
+const RESUMABLE = "interrupted: partial downloads stay in the store and resume on the next fetch";
 
 /** Fetches one image with the output `--json` / `-q` / plain asks for. */
 async function fetchWithProgress(
@@ -571,31 +585,6 @@ async function forEachReporting<T>(
     }
   }
   return code;
-}
-
-// ---- archive wiring (export, import) ----
-
-/**
- * Runs an export or import with a signal that Ctrl-C aborts, and exits 130 then. An interrupted
- * export leaves no output file; an interrupted import records nothing, and its partial blob
- * resumes on the next import of the same archive.
- */
-async function archiveInterruptible(
-  what: "export" | "import",
-  body: (signal: AbortSignal) => Promise<void>,
-): Promise<number | void> {
-  const controller = new AbortController();
-  const onSigint = () => controller.abort(new DOMException("interrupted", "AbortError"));
-  Deno.addSignalListener("SIGINT", onSigint);
-  try {
-    await body(controller.signal);
-  } catch (error) {
-    if (!controller.signal.aborted) throw error;
-    out.error(`${what} interrupted`);
-    return 130;
-  } finally {
-    Deno.removeSignalListener("SIGINT", onSigint);
-  }
 }
 
 const COMMANDS: Command[] = [
@@ -820,7 +809,7 @@ const COMMANDS: Command[] = [
       expectArgs(ctx, 1);
       const refs = ctx.args.map(parseReference);
       const options = fetchFlags(ctx);
-      return interruptible(async (signal) => {
+      return interruptible(RESUMABLE, async (signal) => {
         const store = await Store.open(ctx.root());
         const client = await registryClient(ctx);
         try {
@@ -844,15 +833,14 @@ const COMMANDS: Command[] = [
     name: "pull",
     usage: "[flags] REF [DIR]",
     summary: "fetch an image and unpack it into a runtime bundle DIR (default: its name)",
-    flags: [...FETCH_FLAGS.filter((f) => f.name !== "all-platforms"), ...REGISTRY_FLAGS],
+    flags: [...PULL_FLAGS, ...REGISTRY_FLAGS],
     run(ctx) {
       expectArgs(ctx, 1, 2);
       const ref = parseReference(ctx.args[0]);
       const dir = ctx.args[1] ?? ref.repository.slice(ref.repository.lastIndexOf("/") + 1);
       const options = fetchFlags(ctx);
-      if (options.platforms!.length > 1) throw new UsageError("pull takes one --platform");
       const platform = options.platforms![0];
-      return interruptible(async (signal) => {
+      return interruptible(RESUMABLE, async (signal) => {
         const store = await Store.open(ctx.root());
         const client = await registryClient(ctx);
         let result: FetchImageResult;
@@ -887,7 +875,7 @@ const COMMANDS: Command[] = [
       const [name, dir] = ctx.args;
       const platformFlag = stringFlag(ctx, "platform");
       const platform = platformFlag ? parsePlatform(platformFlag) : undefined;
-      return interruptible(async (signal) => {
+      return interruptible("unpack interrupted", async (signal) => {
         const store = await Store.open(ctx.root());
         const { target } = await findImage(store, name);
         const manifest = await resolveManifest(store, target, { platform });
@@ -990,7 +978,7 @@ const COMMANDS: Command[] = [
       if (output === "-" && Deno.stdout.isTerminal()) {
         throw new UsageError("refusing to write an archive to a terminal: redirect stdout");
       }
-      return archiveInterruptible("export", async (signal) => {
+      return interruptible("export interrupted", async (signal) => {
         const store = await Store.open(ctx.root());
         const archive = await exportImages(store, ctx.args, {
           format: format as ArchiveFormat,
@@ -1016,7 +1004,7 @@ const COMMANDS: Command[] = [
       const path = ctx.args[0];
       const json = boolFlag(ctx, "json");
       const quiet = boolFlag(ctx, "quiet");
-      return archiveInterruptible("import", async (signal) => {
+      return interruptible("import interrupted", async (signal) => {
         const store = await Store.open(ctx.root());
         const source = path === "-" ? fileStream(Deno.stdin) : await openFileStream(path);
         const result = await importArchive(store, source, {
