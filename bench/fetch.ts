@@ -9,7 +9,12 @@
  * Each tool fetches into a fresh directory; runs alternate between the tools and the median is
  * compared. Prints a table; exits 1 when a target is missed.
  *
- *     deno run -A bench/fetch.ts [--runs N] [--concurrency N]
+ * dist runs as the single-file bundle (`deno bundle`, built here as `deno task bundle` does): that
+ * is the form dist ships in (README), as skopeo ships compiled, and what bench/startup.ts times.
+ * `--source` runs `deno run cli.ts` instead, which adds ≈ 10 ms of module loading to every run.
+ * `--only small|big` runs one of the two images.
+ *
+ *     deno run -A bench/fetch.ts [--runs N] [--concurrency N] [--source] [--only small|big]
  */
 // deno-lint-ignore-file no-console
 import { startRegistry } from "../tests/_helpers/registry.ts";
@@ -17,16 +22,15 @@ import { pushBlob, pushManifest } from "../tests/_helpers/push.ts";
 import { randomBytes } from "../tests/_helpers/images.ts";
 import { removeTree, requireTool } from "../tests/_helpers/temp.ts";
 import type { Descriptor } from "../content/descriptor.ts";
+import { flag, median } from "./_common.ts";
 
-const CLI = new URL("../cli.ts", import.meta.url).pathname;
+const PROJECT = new URL("../", import.meta.url).pathname;
 const MiB = 1024 * 1024;
 
-function flag(name: string, fallback: number): number {
-  const at = Deno.args.indexOf(`--${name}`);
-  return at >= 0 ? Number(Deno.args[at + 1]) : fallback;
-}
 const RUNS = flag("runs", 3);
 const CONCURRENCY = flag("concurrency", 0); // 0: dist's default
+const SOURCE = Deno.args.includes("--source");
+const ONLY = Deno.args.includes("--only") ? Deno.args[Deno.args.indexOf("--only") + 1] : undefined;
 
 interface Case {
   name: string;
@@ -103,24 +107,36 @@ async function measure(command: string[]): Promise<{ seconds: number; rssMiB: nu
   return { seconds, rssMiB: rssKiB / 1024 };
 }
 
-const median = (values: number[]) =>
-  [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+/** The command that runs dist: the bundle built into `work`, or cli.ts with `--source`. */
+async function distCommand(work: string): Promise<string[]> {
+  if (SOURCE) return [Deno.execPath(), "run", "-A", `${PROJECT}cli.ts`];
+  const bundle = `${work}/dist.js`;
+  const built = await new Deno.Command(Deno.execPath(), {
+    args: ["bundle", "--quiet", "--platform", "deno", "-o", bundle, "cli.ts"],
+    cwd: PROJECT,
+  }).output();
+  if (!built.success) throw new Error(new TextDecoder().decode(built.stderr));
+  return [Deno.execPath(), "run", "-A", bundle];
+}
 
 await requireTool("skopeo");
 const registry = await startRegistry();
 const work = await Deno.makeTempDir({ prefix: "dist-bench-fetch-" });
 let failed = false;
 try {
+  const distCli = await distCommand(work);
   const rows: string[][] = [];
   for (const c of CASES) {
+    if (ONLY && !c.repository.endsWith(`/${ONLY}`)) continue;
     await pushCase(registry.url, c);
     const ref = `${registry.host}/${c.repository}:latest`;
     const dist: { seconds: number; rssMiB: number }[] = [];
     const skopeo: { seconds: number; rssMiB: number }[] = [];
-    for (let run = 0; run < RUNS; run++) {
+    // run -1 warms both tools up (page cache; V8's code cache of a fresh bundle) and is not counted
+    for (let run = -1; run < RUNS; run++) {
       const distRoot = `${work}/dist-${run}`;
       const skopeoDir = `${work}/skopeo-${run}`;
-      const distArgs = [Deno.execPath(), "run", "-A", CLI, "fetch", "--root", distRoot, "-q"];
+      const distArgs = [...distCli, "fetch", "--root", distRoot, "-q"];
       if (CONCURRENCY) distArgs.push("--max-concurrent-downloads", String(CONCURRENCY));
       const skopeoArgs = [
         "skopeo",
@@ -131,12 +147,17 @@ try {
         `oci:${skopeoDir}:latest`,
       ];
       // alternate which tool goes first, so neither always meets a warm or cold cache
+      let d, s;
       if (run % 2 === 0) {
-        dist.push(await measure([...distArgs, ref]));
-        skopeo.push(await measure(skopeoArgs));
+        d = await measure([...distArgs, ref]);
+        s = await measure(skopeoArgs);
       } else {
-        skopeo.push(await measure(skopeoArgs));
-        dist.push(await measure([...distArgs, ref]));
+        s = await measure(skopeoArgs);
+        d = await measure([...distArgs, ref]);
+      }
+      if (run >= 0) {
+        dist.push(d);
+        skopeo.push(s);
       }
       await removeTree(distRoot);
       await removeTree(skopeoDir);
@@ -161,7 +182,10 @@ try {
   for (const row of [header, ...rows]) {
     console.log(row.map((v, i) => v.padEnd(widths[i])).join("  "));
   }
-  console.log(`(median of ${RUNS} runs each; concurrency ${CONCURRENCY || "default"})`);
+  console.log(
+    `(median of ${RUNS} runs each; concurrency ${CONCURRENCY || "default"}; dist ran as ` +
+      `${SOURCE ? "deno run cli.ts" : "the bundle"})`,
+  );
 } finally {
   await registry.stop();
   await removeTree(work);

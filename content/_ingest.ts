@@ -2,12 +2,15 @@
  * The files of one ingest directory, `ROOT/ingest/<sha256 of ref>/`:
  *
  * - `ref`       the ref itself; written last (by rename) when an ingest is created, so a directory
- *               without it is one being created or left over from a crash
+ *               without it is one being created (or, with `deferMetadata`, one younger than
+ *               100 ms) or left over from a crash
  * - `data`      the bytes written so far
  * - `total`     the expected size in decimal, when known
  * - `expected`  the expected digest, when known
- * - `startedat`, `updatedat`  ISO 8601 times
- * - `lock`      locked exclusively by the writer; holds the lock time and the holder's pid
+ * - `startedat`, `updatedat`  ISO 8601 times; when absent, the data file's birth and modification
+ *               times stand in (a new ingest writes them only when they would say more)
+ * - `lock`      when, and by which process, the ingest was locked; the lock itself is an exclusive
+ *               flock on the directory (see _lock.ts)
  *
  * @module
  */
@@ -93,17 +96,19 @@ export async function readIngest(dir: string): Promise<IngestRecord | undefined>
   };
 }
 
+// The writes below are synchronous for the reason given in _lock.ts: small local calls.
+
 /** Writes a small file so readers see the old or the new content, never a partial one. */
-export async function writeSmallFileAtomic(path: string, text: string): Promise<void> {
+export function writeSmallFileAtomic(path: string, text: string): void {
   const temp = `${path}.tmp`;
-  await Deno.writeTextFile(temp, text);
-  await Deno.rename(temp, path);
+  Deno.writeTextFileSync(temp, text);
+  Deno.renameSync(temp, path);
 }
 
 /** Removes a file; a missing one is fine. */
-export async function removeIfPresent(path: string): Promise<void> {
+export function removeIfPresent(path: string): void {
   try {
-    await Deno.remove(path);
+    Deno.removeSync(path);
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
   }
@@ -111,16 +116,20 @@ export async function removeIfPresent(path: string): Promise<void> {
 
 /**
  * Moves an ingest directory out of the way in one atomic rename, so its path is free at once
- * for a new ingest of the same ref (a waiter that locks the old lock file sees it was replaced).
+ * for a new ingest of the same ref (a waiter that locks the old directory sees it was replaced).
  * Returns the trash path to remove after the lock is released.
  */
-export async function moveToTrash(ingestRoot: string, dir: string): Promise<string> {
+export function moveToTrash(ingestRoot: string, dir: string): string {
   const trash = `${ingestRoot}/${TRASH_PREFIX}${crypto.randomUUID()}`;
-  await Deno.rename(dir, trash);
+  Deno.renameSync(dir, trash);
   return trash;
 }
 
 /** Removes a trash directory; failures are left for a later prune. */
-export async function removeTrash(path: string): Promise<void> {
-  await Deno.remove(path, { recursive: true }).catch(() => {});
+export function removeTrash(path: string): void {
+  try {
+    Deno.removeSync(path, { recursive: true });
+  } catch {
+    // left for a later prune
+  }
 }

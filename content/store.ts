@@ -56,7 +56,7 @@ import {
   TRASH_PREFIX,
   writeSmallFileAtomic,
 } from "./_ingest.ts";
-import { readLockInfo, sleep, tryLockFile, writeLockInfo } from "./_lock.ts";
+import { readLockInfo, sleep, tryLockDir, writeLockInfo } from "./_lock.ts";
 
 /** A committed blob. */
 export interface Info {
@@ -100,6 +100,14 @@ export interface WriterOptions {
   wait?: boolean;
   /** Stops waiting for the lock. */
   signal?: AbortSignal;
+  /**
+   * Leave a new ingest's files other than `data` (`ref`, `total`, `expected`, `lock`) unwritten
+   * until the writer has been open for 100 ms, or closes keeping data to resume. For many small
+   * blobs that are fetched again as cheaply: most of them commit before then and never create
+   * those files. Until then {@link Store.status} does not see the ingest (nor `dist active`), and
+   * a process killed before then leaves nothing to resume: the next writer starts from zero.
+   */
+  deferMetadata?: boolean;
 }
 
 /** Options of {@link Store.read}. */
@@ -291,26 +299,36 @@ class SharedFlush {
 }
 
 /** Creates a file with `text` unless it exists, atomically: nobody sees it empty or half-written. */
-async function createFileOnce(path: string, text: string): Promise<void> {
+function createFileOnce(path: string, text: string): void {
   try {
-    await Deno.lstat(path);
+    Deno.lstatSync(path);
     return;
   } catch (error) {
     if (!isNotFound(error)) throw error;
   }
   const temp = `${path}.${crypto.randomUUID()}.tmp`;
-  await Deno.writeTextFile(temp, text);
+  Deno.writeTextFileSync(temp, text);
   try {
-    await Deno.link(temp, path); // unlike rename, never replaces what another process created
+    Deno.linkSync(temp, path); // unlike rename, never replaces what another process created
   } catch (error) {
     if (error instanceof Deno.errors.AlreadyExists) return;
     // a file system without hard links: create it exclusively and write it, less atomically
-    await Deno.writeTextFile(path, text, { createNew: true }).catch((error) => {
+    try {
+      Deno.writeTextFileSync(path, text, { createNew: true });
+    } catch (error) {
       if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
-    });
+    }
   } finally {
-    await Deno.remove(temp);
+    Deno.removeSync(temp);
   }
+}
+
+function writeTotal(dir: string, total: number): void {
+  Deno.writeTextFileSync(`${dir}/total`, String(total));
+}
+
+function writeExpected(dir: string, expected: Digest): void {
+  Deno.writeTextFileSync(`${dir}/expected`, expected);
 }
 
 /** Hashes a file from its start (resume, or a commit with another algorithm). */
@@ -341,12 +359,14 @@ export class Store {
   }
 
   /** Opens the store at `root`, creating the OCI layout and `ingest/` on first use. */
+  // deno-lint-ignore require-await
   static async open(root: string): Promise<Store> {
+    // small local calls, made synchronously (see _lock.ts): every command opens the store
     const store = new Store(resolve(root));
-    await Deno.mkdir(`${store.#blobs}/sha256`, { recursive: true });
-    await Deno.mkdir(store.#ingests, { recursive: true });
-    await createFileOnce(`${store.root}/oci-layout`, OCI_LAYOUT);
-    await createFileOnce(`${store.root}/index.json`, EMPTY_INDEX);
+    Deno.mkdirSync(`${store.#blobs}/sha256`, { recursive: true });
+    Deno.mkdirSync(store.#ingests, { recursive: true });
+    createFileOnce(`${store.root}/oci-layout`, OCI_LAYOUT);
+    createFileOnce(`${store.root}/index.json`, EMPTY_INDEX);
     return store;
   }
 
@@ -504,15 +524,15 @@ export class Store {
     checkRef(ref);
     const expected = options.expected === undefined ? undefined : parseDigest(options.expected);
     if (options.total !== undefined) checkSize("total", options.total);
-    if (expected && await this.has(expected)) {
+    if (expected && this.#hasSync(expected)) {
       throw new AlreadyExistsError(`content ${expected} already exists`);
     }
     const dir = `${this.#ingests}/${ingestName(ref)}`;
     let delay = 5;
     for (;;) {
       options.signal?.throwIfAborted();
-      const created = await this.#makeIngestDir(dir);
-      const attempt = await tryLockFile(`${dir}/lock`);
+      const created = this.#makeIngestDir(dir);
+      const attempt = tryLockDir(dir);
       if (attempt === "gone") continue; // committed or aborted meanwhile: the path is free again
       if (attempt === "held") {
         if (!options.wait) throw await this.#lockedError(`cannot write ${ref}`, dir);
@@ -523,7 +543,7 @@ export class Store {
       const lock = attempt.file;
       let trash: string;
       try {
-        if (!expected || !(await this.has(expected))) {
+        if (!expected || !this.#hasSync(expected)) {
           return await IngestWriter.open(lock, {
             ...options,
             expected,
@@ -535,13 +555,13 @@ export class Store {
             syncDirectory: (path) => this.#syncDirectory(path),
           });
         }
-        trash = await moveToTrash(this.#ingests, dir); // whatever the ingest holds is useless now
+        trash = moveToTrash(this.#ingests, dir); // whatever the ingest holds is useless now
       } catch (error) {
         lock.close();
         throw error;
       }
       lock.close();
-      await removeTrash(trash);
+      removeTrash(trash);
       throw new AlreadyExistsError(`content ${expected} already exists`);
     }
   }
@@ -582,12 +602,12 @@ export class Store {
     for (;;) {
       const record = await readIngest(dir);
       if (!record) throw new NotFoundError(`ingest ${ref} not found`);
-      const attempt = await tryLockFile(`${dir}/lock`);
+      const attempt = tryLockDir(dir);
       if (attempt === "gone") continue;
       if (attempt === "held") throw await this.#lockedError(`cannot abort ${ref}`, dir);
-      const trash = await moveToTrash(this.#ingests, dir);
+      const trash = moveToTrash(this.#ingests, dir);
       attempt.file.close();
-      await removeTrash(trash);
+      removeTrash(trash);
       return;
     }
   }
@@ -609,7 +629,7 @@ export class Store {
       if (entry.name.startsWith(TRASH_PREFIX)) {
         const stat = await Deno.lstat(path).catch(() => undefined);
         if (!options.dryRun && stat && (stat.mtime?.getTime() ?? 0) < cutoff) {
-          await removeTrash(path);
+          removeTrash(path);
         }
         continue;
       }
@@ -618,7 +638,7 @@ export class Store {
       const dirTime = async () => (await Deno.lstat(path).catch(() => undefined))?.mtime;
       const updated = before?.updatedAt ?? await dirTime();
       if (!updated || updated.getTime() >= cutoff) continue;
-      const attempt = await tryLockFile(`${path}/lock`);
+      const attempt = tryLockDir(path);
       if (typeof attempt === "string") continue; // being written, or gone
       const lock = attempt.file;
       // look again under the lock: the last writer may have written just before it let go
@@ -630,26 +650,37 @@ export class Store {
       if (options.dryRun) {
         lock.close();
       } else {
-        const trash = await moveToTrash(this.#ingests, path);
+        const trash = moveToTrash(this.#ingests, path);
         lock.close();
-        await removeTrash(trash);
+        removeTrash(trash);
       }
       if (record) removed.push(statusOf(record));
     }
     return removed.sort((a, b) => (a.ref < b.ref ? -1 : a.ref > b.ref ? 1 : 0));
   }
 
-  /** Makes an ingest directory; true when this call made it, false when it was there. */
-  async #makeIngestDir(dir: string): Promise<boolean> {
+  /** {@link Store.has} as one synchronous call, for the writer's hot path (see _lock.ts). */
+  #hasSync(digest: Digest): boolean {
     try {
-      await Deno.mkdir(dir);
+      Deno.statSync(this.blobPath(digest));
+      return true;
+    } catch (error) {
+      if (isNotFound(error)) return false;
+      throw error;
+    }
+  }
+
+  /** Makes an ingest directory; true when this call made it, false when it was there. */
+  #makeIngestDir(dir: string): boolean {
+    try {
+      Deno.mkdirSync(dir);
       return true;
     } catch (error) {
       if (error instanceof Deno.errors.AlreadyExists) return false;
       if (!isNotFound(error)) throw error;
     }
-    await Deno.mkdir(this.#ingests, { recursive: true }); // removed behind the store's back
-    return await this.#makeIngestDir(dir);
+    Deno.mkdirSync(this.#ingests, { recursive: true }); // removed behind the store's back
+    return this.#makeIngestDir(dir);
   }
 
   /**
@@ -711,11 +742,14 @@ class IngestWriter implements Writer {
   readonly #options: IngestOptions;
   readonly #total: number | undefined;
   readonly #expected: Digest | undefined;
+  /** The ingest directory, opened and locked: closing it releases the lock. */
   readonly #lock: Deno.FsFile;
   readonly #data: Deno.FsFile;
   /** `updatedat`, opened on the first touch that writes it (see {@link IngestWriter.#touch}). */
   #updatedFile: Deno.FsFile | undefined;
   readonly #openedAt = Date.now();
+  /** Whether `ref` and the rest are still to be written (see {@link WriterOptions.deferMetadata}). */
+  #deferred: boolean;
   readonly #algorithm: DigestAlgorithm;
   #digester: Digester;
   #offset: number;
@@ -742,6 +776,7 @@ class IngestWriter implements Writer {
       startedAt: Date;
       total: number | undefined;
       expected: Digest | undefined;
+      deferred: boolean;
     },
   ) {
     this.ref = options.ref;
@@ -754,6 +789,7 @@ class IngestWriter implements Writer {
     this.#digester = state.digester;
     this.#offset = state.offset;
     this.#startedAt = state.startedAt;
+    this.#deferred = state.deferred;
     this.#updatedAt = new Date();
   }
 
@@ -762,26 +798,28 @@ class IngestWriter implements Writer {
    *
    * Every file created costs real time (on ext4 without a journal, creating an inode scans past
    * the recently deleted ones), so a new ingest gets only what its readers cannot derive: `data`,
-   * `total` and `expected` when known, and `ref` last. `startedat` and `updatedat` fall back to
-   * the data file's birth and modification times; `updatedat` is written once the ingest has been
-   * open for {@link TOUCH_INTERVAL_MS}, `startedat` when an existing ingest restarts from zero.
+   * `lock`, `total` and `expected` when known, and `ref` last; with `deferMetadata` only `data`
+   * until later. `startedat` and `updatedat` fall back to the data file's birth and modification
+   * times; `updatedat` is written once the ingest has been open for {@link TOUCH_INTERVAL_MS},
+   * `startedat` when an existing ingest restarts from zero. The small calls are synchronous (see
+   * _lock.ts); only resuming reads and hashes asynchronously.
    */
   static async open(lock: Deno.FsFile, options: IngestOptions): Promise<IngestWriter> {
     const { dir, created } = options;
     const now = new Date();
-    writeLockInfo(lock, now);
-    const data = await Deno.open(`${dir}/data`, { read: true, append: true, create: true });
+    const data = Deno.openSync(`${dir}/data`, { read: true, append: true, create: true });
     try {
-      const dataInfo = await data.stat();
+      const dataInfo = data.statSync();
       let offset = dataInfo.size;
+      const deferred = options.deferMetadata === true && created && offset === 0 &&
+        dataInfo.birthtime !== null;
+      if (!deferred) writeLockInfo(dir, now);
       // a directory this writer just made has nothing to resume (and nothing else to read)
-      const [ref, total, expected, startedAt] = created && offset === 0
-        ? []
-        : await Promise.all(
-          ["ref", "total", "expected", "startedat"].map((name) =>
-            Deno.readTextFile(`${dir}/${name}`).catch(() => undefined)
-          ),
-        );
+      const [ref, total, expected, startedAt] = created && offset === 0 ? [] : await Promise.all(
+        ["ref", "total", "expected", "startedat"].map((name) =>
+          Deno.readTextFile(`${dir}/${name}`).catch(() => undefined)
+        ),
+      );
       const storedTotal = parseTotal(total);
       const storedExpected = parseExpected(expected);
       const wantTotal = options.total ?? storedTotal;
@@ -792,28 +830,24 @@ class IngestWriter implements Writer {
           storedTotal !== options.total) ||
         (wantTotal !== undefined && offset > wantTotal);
       if (fresh && offset > 0) {
-        await data.truncate(0);
+        data.truncateSync(0);
         offset = 0;
       }
       const started = fresh ? now : parseTime(startedAt) ?? dataInfo.birthtime ?? now;
-      const writes: Promise<void>[] = [];
       // the data file's birth time says when a new directory's ingest started
       if (fresh && (!created || !dataInfo.birthtime)) {
-        writes.push(Deno.writeTextFile(`${dir}/startedat`, formatTime(started)));
+        Deno.writeTextFileSync(`${dir}/startedat`, formatTime(started));
       }
-      if (options.total !== undefined) {
-        if (options.total !== storedTotal) {
-          writes.push(Deno.writeTextFile(`${dir}/total`, String(options.total)));
-        }
-      } else if (fresh && !created) writes.push(removeIfPresent(`${dir}/total`));
-      if (options.expected !== undefined) {
-        if (options.expected !== storedExpected) {
-          writes.push(Deno.writeTextFile(`${dir}/expected`, options.expected));
-        }
-      } else if (fresh && !created) writes.push(removeIfPresent(`${dir}/expected`));
-      await Promise.all(writes);
-      // the ref file comes last and whole: it marks the directory as an ingest for readers
-      if (fresh) await writeSmallFileAtomic(`${dir}/ref`, options.ref);
+      if (!deferred) {
+        if (options.total !== undefined) {
+          if (options.total !== storedTotal) writeTotal(dir, options.total);
+        } else if (fresh && !created) removeIfPresent(`${dir}/total`);
+        if (options.expected !== undefined) {
+          if (options.expected !== storedExpected) writeExpected(dir, options.expected);
+        } else if (fresh && !created) removeIfPresent(`${dir}/expected`);
+        // the ref file comes last and whole: it marks the directory as an ingest for readers
+        if (fresh) writeSmallFileAtomic(`${dir}/ref`, options.ref);
+      }
       const algorithm = options.expected ? digestAlgorithm(options.expected) : "sha256";
       const digester = offset > 0 ? await hashFile(data, algorithm) : new Digester(algorithm);
       const writer = new IngestWriter(options, { lock, data }, {
@@ -822,6 +856,7 @@ class IngestWriter implements Writer {
         startedAt: started,
         total: fresh ? options.total : wantTotal,
         expected: options.expected ?? (fresh ? undefined : storedExpected),
+        deferred,
       });
       // an earlier writer's `updatedat` must not look older than this one
       if (!created) writer.#touch(true);
@@ -908,10 +943,13 @@ class IngestWriter implements Writer {
         `cannot commit ${this.ref}: expected digest ${digest}, got ${actual}`,
       );
     }
-    const exists = await Deno.lstat(target).then(() => true, (error) => {
-      if (isNotFound(error)) return false;
-      throw error;
-    });
+    let exists = true;
+    try {
+      Deno.lstatSync(target);
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+      exists = false;
+    }
     if (exists) {
       await this.discard();
       throw new AlreadyExistsError(`content ${digest} already exists`);
@@ -924,22 +962,17 @@ class IngestWriter implements Writer {
     const blobDir = dirname(target);
     const source = `${this.#options.dir}/data`;
     try {
-      await Deno.rename(source, target);
+      Deno.renameSync(source, target);
     } catch (error) {
       if (!isNotFound(error)) throw error;
-      await Deno.mkdir(blobDir, { recursive: true }); // the first blob of its algorithm
-      await Deno.rename(source, target);
+      Deno.mkdirSync(blobDir, { recursive: true }); // the first blob of its algorithm
+      Deno.renameSync(source, target);
     }
-    // the rename is durable once the directory is flushed; meanwhile the ingest goes away
-    const [info] = await Promise.all([
-      (async () => {
-        await Deno.chmod(target, 0o444);
-        const info = infoOf(digest, await this.#data.stat()); // still the blob's inode
-        await this.discard();
-        return info;
-      })(),
-      this.#options.syncDirectory(blobDir),
-    ]);
+    Deno.chmodSync(target, 0o444);
+    const info = infoOf(digest, this.#data.statSync()); // still the blob's inode
+    // the rename is durable once the directory is flushed; only then does the lock go
+    await this.#options.syncDirectory(blobDir);
+    await this.#remove(this.#deferred);
     return info;
   }
 
@@ -949,6 +982,7 @@ class IngestWriter implements Writer {
       if (this.#state === "open") {
         this.#flushPending();
         if (this.#offset === 0) return await this.discard(); // nothing worth resuming
+        this.#writeMetadata();
         this.#touch(true);
       }
     } finally {
@@ -957,19 +991,35 @@ class IngestWriter implements Writer {
     }
   }
 
-  async discard(): Promise<void> {
+  discard(): Promise<void> {
+    return this.#remove(false);
+  }
+
+  /**
+   * Removes the ingest directory and releases the lock. `empty` says it holds no file any more (a
+   * deferred ingest whose data was committed): then removing it frees its path at once, as moving
+   * it to trash does for a full one.
+   */
+  async #remove(empty: boolean): Promise<void> {
     if (this.#state === "done") return;
     let trash: string | undefined;
     try {
-      trash = await moveToTrash(this.#options.ingestRoot, this.#options.dir);
+      if (empty) {
+        try {
+          Deno.removeSync(this.#options.dir);
+        } catch {
+          empty = false; // something else is in there after all
+        }
+      }
+      if (!empty) trash = moveToTrash(this.#options.ingestRoot, this.#options.dir);
     } finally {
       await this.#syncing;
       this.#closeFiles();
     }
-    await removeTrash(trash);
+    if (trash) removeTrash(trash);
   }
 
-  /** Closes the files; closing the lock file releases the lock. */
+  /** Closes the files; closing the directory handle releases the lock. */
   #closeFiles(): void {
     this.#state = "done";
     this.#pendingLength = 0;
@@ -1041,6 +1091,17 @@ class IngestWriter implements Writer {
     this.#touch(true);
   }
 
+  /** Writes the files {@link WriterOptions.deferMetadata} left out, `ref` last. */
+  #writeMetadata(): void {
+    if (!this.#deferred) return;
+    this.#deferred = false;
+    const { dir } = this.#options;
+    writeLockInfo(dir, new Date(this.#openedAt));
+    if (this.#total !== undefined) writeTotal(dir, this.#total);
+    if (this.#expected !== undefined) writeExpected(dir, this.#expected);
+    writeSmallFileAtomic(`${dir}/ref`, this.ref);
+  }
+
   /**
    * Records progress for `dist active` and for prune: flushes pending bytes and rewrites
    * `updatedat` (same length, in place, so a reader never sees it empty), at most every 100 ms.
@@ -1055,6 +1116,7 @@ class IngestWriter implements Writer {
     this.#flushPending();
     if (!this.#updatedFile) {
       if (this.#options.created && now - this.#openedAt < TOUCH_INTERVAL_MS) return;
+      this.#writeMetadata();
       this.#updatedFile = Deno.openSync(`${this.#options.dir}/updatedat`, {
         write: true,
         create: true,

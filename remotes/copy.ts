@@ -312,7 +312,13 @@ class FetchJob {
   async #openWriter(node: GraphNode): Promise<Writer | undefined> {
     const { descriptor } = node;
     const ingest = `${node.kind === "index" ? "manifest" : node.kind}-${descriptor.digest}`;
-    const options = { expected: descriptor.digest, total: descriptor.size, signal: this.#signal };
+    const options = {
+      expected: descriptor.digest,
+      total: descriptor.size,
+      signal: this.#signal,
+      // most small blobs commit before their ingest's metadata is worth its files
+      deferMetadata: true,
+    };
     try {
       try {
         return await this.#store.writer(ingest, options);

@@ -615,3 +615,58 @@ Deno.test("Store.prune() removes ingests not updated for a while and skips held 
     await assert.rejects(store.prune({ olderThan: -1 }), InvalidArgumentError);
   });
 });
+
+Deno.test("a writer with deferMetadata shows its ingest after 100 ms or when it closes", async () => {
+  await withTempDir(async (root) => {
+    const store = await Store.open(root);
+    const bytes = seededBytes(300_000, 21);
+    const digest = digestOf(bytes);
+    const options = { expected: digest, total: bytes.length, deferMetadata: true };
+    const dir = `${root}/ingest/${digestOf(new TextEncoder().encode("quick")).slice(7)}`;
+
+    // until a write or close after 100 ms, the ingest is its data alone (and locked all the same)
+    const quick = await store.writer("quick", options);
+    assert.deepEqual(await ingestDirs(root), [dir.split("/").at(-1)]);
+    assert.deepEqual((await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name), ["data"]);
+    await assert.rejects(store.status("quick"), NotFoundError);
+    await assert.rejects(store.writer("quick"), LockedError);
+    await quick.write(bytes);
+    await quick.commit(bytes.length, digest);
+    assert.deepEqual(await ingestDirs(root), []);
+    await store.delete(digest);
+
+    // written to for longer: the next write after 100 ms writes ref, total, expected and lock
+    const slow = await store.writer("slow", options);
+    await slow.write(bytes.subarray(0, 100_000));
+    await new Promise((resolve) => setTimeout(resolve, 120));
+    await slow.write(bytes.subarray(100_000, 200_000));
+    const status = await store.status("slow");
+    assert.deepEqual([status.offset, status.total, status.expected], [200_000, 300_000, digest]);
+    await assert.rejects(store.writer("slow"), new RegExp(`\\(pid ${Deno.pid}\\)$`));
+    await slow.close();
+
+    // closed early: kept with its metadata, so the next writer resumes it
+    const early = await store.writer("early", options);
+    await early.write(bytes.subarray(0, 50_000));
+    await early.close();
+    assert.equal((await store.status("early")).total, bytes.length);
+    const resumed = await store.writer("early", options);
+    assert.equal(resumed.offset, 50_000);
+    await resumed.discard();
+  });
+});
+
+Deno.test("an ingest directory holding only data (a writer killed early) starts over", async () => {
+  await withTempDir(async (root) => {
+    const store = await Store.open(root);
+    const dir = `${root}/ingest/${digestOf(new TextEncoder().encode("leftover")).slice(7)}`;
+    await Deno.mkdir(dir);
+    await Deno.writeFile(`${dir}/data`, seededBytes(1000, 22));
+    assert.deepEqual(await store.listStatuses(), []); // not an ingest readers list
+    const writer = await store.writer("leftover", { total: 500 });
+    assert.equal(writer.offset, 0);
+    assert.equal((await store.status("leftover")).total, 500);
+    await writer.discard();
+    assert.deepEqual(await ingestDirs(root), []);
+  });
+});
