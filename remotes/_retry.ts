@@ -1,5 +1,8 @@
 /** Bounded exponential backoff with jitter, `Retry-After`, and abortable sleeps. */
 
+// one abortable sleep serves lock waits and retries
+export { sleep } from "../content/_lock.ts";
+
 /** How often and how patiently requests are retried. */
 export interface RetryPolicy {
   /** Tries in all, the first included. */
@@ -32,22 +35,6 @@ export function parseRetryAfter(
   if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
   const date = Date.parse(trimmed);
   return Number.isNaN(date) ? undefined : Math.max(0, date - now);
-}
-
-/** Waits `ms`, or rejects with the signal's reason when it aborts first. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }
 
 /** Describes a network-level failure in a few words, without secrets (no URLs with queries). */

@@ -2,9 +2,6 @@
  * How requests leave the process: `fetch` with the system CAs (plus `--ca-file`), or, with
  * `--insecure`, `node:https` without certificate verification (Deno's `fetch` cannot skip it).
  */
-import { request as httpRequest } from "node:http";
-import { request as httpsRequest } from "node:https";
-import { Readable } from "node:stream";
 import { InvalidArgumentError } from "../content/errors.ts";
 import { readEnv } from "../content/root.ts";
 
@@ -90,9 +87,17 @@ async function systemCertificates(): Promise<string[]> {
 
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
 
-/** Sends a request over `node:http(s)` without verifying the server's certificate. */
-function insecureSend(url: URL, init: RequestInit): Promise<Response> {
-  return new Promise((resolve, reject) => {
+/**
+ * Sends a request over `node:http(s)` without verifying the server's certificate. The node
+ * modules load on first use: only `--insecure` needs them, and every command pays for imports.
+ */
+async function insecureSend(url: URL, init: RequestInit): Promise<Response> {
+  const [{ request: httpRequest }, { request: httpsRequest }, { Readable }] = await Promise.all([
+    import("node:http"),
+    import("node:https"),
+    import("node:stream"),
+  ]);
+  return await new Promise((resolve, reject) => {
     const headers: Record<string, string> = {};
     new Headers(init.headers).forEach((value, name) => (headers[name] = value));
     const method = init.method ?? "GET";
