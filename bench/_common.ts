@@ -1,4 +1,7 @@
-/** Pieces every benchmark uses: numeric flags, medians, and the config of a synthetic image. */
+/**
+ * Pieces every benchmark uses: numeric flags, medians, the config of a synthetic image, and the
+ * single-file bundle that users run.
+ */
 
 /** The number after `--NAME` on the command line, else `fallback`. */
 export function flag(name: string, fallback: number): number {
@@ -19,4 +22,15 @@ export function benchConfig(layers: { digest: string }[]): Uint8Array<ArrayBuffe
     rootfs: { type: "layers", diff_ids: layers.map((l) => l.digest) },
     config: {},
   }));
+}
+
+/** Builds the `dist.js` bundle of this checkout into `dir` and returns its path. */
+export async function buildBundle(dir: string): Promise<string> {
+  const bundle = `${dir}/dist.js`;
+  const built = await new Deno.Command(Deno.execPath(), {
+    args: ["bundle", "--quiet", "--platform", "deno", "-o", bundle, "cli.ts"],
+    cwd: new URL("../", import.meta.url).pathname,
+  }).output();
+  if (!built.success) throw new Error(new TextDecoder().decode(built.stderr));
+  return bundle;
 }

@@ -22,7 +22,7 @@ import { pushBlob, pushManifest } from "../tests/_helpers/push.ts";
 import { randomBytes } from "../tests/_helpers/images.ts";
 import { removeTree, requireTool } from "../tests/_helpers/temp.ts";
 import type { Descriptor } from "../content/descriptor.ts";
-import { flag, median } from "./_common.ts";
+import { buildBundle, flag, median } from "./_common.ts";
 
 const PROJECT = new URL("../", import.meta.url).pathname;
 const MiB = 1024 * 1024;
@@ -110,12 +110,7 @@ async function measure(command: string[]): Promise<{ seconds: number; rssMiB: nu
 /** The command that runs dist: the bundle built into `work`, or cli.ts with `--source`. */
 async function distCommand(work: string): Promise<string[]> {
   if (SOURCE) return [Deno.execPath(), "run", "-A", `${PROJECT}cli.ts`];
-  const bundle = `${work}/dist.js`;
-  const built = await new Deno.Command(Deno.execPath(), {
-    args: ["bundle", "--quiet", "--platform", "deno", "-o", bundle, "cli.ts"],
-    cwd: PROJECT,
-  }).output();
-  if (!built.success) throw new Error(new TextDecoder().decode(built.stderr));
+  const bundle = await buildBundle(work);
   return [Deno.execPath(), "run", "-A", bundle];
 }
 

@@ -14,7 +14,7 @@
 import { startRegistry } from "../tests/_helpers/registry.ts";
 import { removeTree, requireTool } from "../tests/_helpers/temp.ts";
 import { Digester } from "../content/digest.ts";
-import { flag, median } from "./_common.ts";
+import { buildBundle, flag, median } from "./_common.ts";
 
 const PROJECT = new URL("../", import.meta.url).pathname;
 const MiB = 1024 * 1024;
@@ -78,12 +78,7 @@ const work = await Deno.makeTempDir({ prefix: "dist-bench-fetch-object-" });
 const registry = await startRegistry();
 let failed = false;
 try {
-  const bundle = `${work}/dist.js`;
-  const built = await new Deno.Command(Deno.execPath(), {
-    args: ["bundle", "--quiet", "--platform", "deno", "-o", bundle, "cli.ts"],
-    cwd: PROJECT,
-  }).output();
-  if (!built.success) throw new Error(new TextDecoder().decode(built.stderr));
+  const bundle = await buildBundle(work);
   const digest = await pushRandomBlob(registry.url, "bench/blob", SIZE);
   const url = `${registry.url}/v2/bench/blob/blobs/${digest}`;
   const ref = `${registry.host}/bench/blob@${digest}`;

@@ -8,7 +8,7 @@
  */
 // deno-lint-ignore-file no-console
 import { removeTree } from "../tests/_helpers/temp.ts";
-import { flag, median } from "./_common.ts";
+import { buildBundle, flag, median } from "./_common.ts";
 
 const PROJECT = new URL("../", import.meta.url).pathname;
 const RUNS = flag("runs", 15);
@@ -31,12 +31,7 @@ async function once(args: string[], denoDir?: string): Promise<number> {
 const work = await Deno.makeTempDir({ prefix: "dist-bench-startup-" });
 let failed = false;
 try {
-  const bundle = `${work}/dist.js`;
-  const built = await new Deno.Command(Deno.execPath(), {
-    args: ["bundle", "--quiet", "--platform", "deno", "-o", bundle, "cli.ts"],
-    cwd: PROJECT,
-  }).output();
-  if (!built.success) throw new Error(new TextDecoder().decode(built.stderr));
+  const bundle = await buildBundle(work);
   const perms = ["--allow-read", "--allow-write", "--allow-env"];
   const cases: [string, string[], boolean][] = [
     ["dist.js --help (cold DENO_DIR)", [...perms, bundle, "--help"], true],
