@@ -11,13 +11,17 @@ import { buildLayer, pushImage } from "../_helpers/images.ts";
 import { type Registry, startRegistry } from "../_helpers/registry.ts";
 import { requireTool, withTempDir } from "../_helpers/temp.ts";
 
-const CLI = new URL("../../cli.ts", import.meta.url).pathname;
+const PROJECT = new URL("../../", import.meta.url).pathname;
+/** The workflow's `DIST_ENV`: the environment variables dist reads. */
+const DIST_ENV =
+  "DIST_ROOT,XDG_DATA_HOME,HOME,DOCKER_CONFIG,REGISTRY_AUTH_FILE,XDG_RUNTIME_DIR,XDG_CONFIG_HOME,SSL_CERT_FILE";
 const README = new URL("../../README.md", import.meta.url).pathname;
 
 /** The workflow's "Install dist" step. */
 const INSTALL = [
   'mkdir -p "$HOME/.local/bin"',
-  `printf '#!/bin/sh\\nexec deno run --quiet --allow-read --allow-write --allow-net --allow-env "%s" "$@"\\n' "$DIST_JS" > "$HOME/.local/bin/dist"`,
+  'curl -fsSL -o "$HOME/.local/bin/dist.js" "$DIST_JS"',
+  `printf '#!/bin/sh\\nexec deno run --quiet --allow-net --allow-env=%s --allow-read=%s --allow-write=%s "%s" "$@"\\n' "$DIST_ENV" "$DIST_ROOT,$HOME/.docker,$PWD" "$DIST_ROOT,$PWD" "$HOME/.local/bin/dist.js" > "$HOME/.local/bin/dist"`,
   'chmod +x "$HOME/.local/bin/dist"',
   'echo "$HOME/.local/bin" >> "$GITHUB_PATH"',
 ];
@@ -53,6 +57,13 @@ async function step(ws: Workspace, lines: string[], env: Record<string, string> 
 async function workspace(dir: string, images: string[]): Promise<Workspace> {
   await Deno.mkdir(`${dir}/work`);
   await Deno.mkdir(`${dir}/home`);
+  // the release's dist.js, which the workflow downloads with curl (here from a file:// URL)
+  const bundle = `${dir}/dist.js`;
+  const built = await new Deno.Command(Deno.execPath(), {
+    args: ["bundle", "--quiet", "--platform", "deno", "-o", bundle, "cli.ts"],
+    cwd: PROJECT,
+  }).output();
+  assert.ok(built.success, new TextDecoder().decode(built.stderr));
   return {
     dir,
     env: {
@@ -62,7 +73,8 @@ async function workspace(dir: string, images: string[]): Promise<Workspace> {
       GITHUB_PATH: `${dir}/github-path`,
       IMAGES: images.join(" "),
       DIST_ROOT: `${dir}/cache`,
-      DIST_JS: CLI,
+      DIST_JS: `file://${bundle}`,
+      DIST_ENV: DIST_ENV,
       NO_COLOR: "1",
     },
   };
@@ -133,11 +145,14 @@ Deno.test("the CI workflow's steps prefetch into a cache path, and a warm cache 
         assert.equal(config.rootfs.diff_ids.length, layers);
       }
 
-      // warm: the cache restores the store to another path; the same steps send only resolves
+      // warm: a new job installs dist and the cache restores the store (here to another path);
+      // the same steps send only resolves
       await new Deno.Command("cp", { args: ["-a", `${dir}/cache`, `${dir}/restored`] }).output();
       await Deno.remove(`${dir}/work/images.tar`);
+      const restored = { DIST_ROOT: `${dir}/restored` };
+      await step(ws, INSTALL, restored);
       const warm = await requestsDuring(registry, async () => {
-        await step(ws, [...RESOLVE, ...FETCH, ...EXPORT], { DIST_ROOT: `${dir}/restored` });
+        await step(ws, [...RESOLVE, ...FETCH, ...EXPORT], restored);
       });
       assert.deepEqual(warm.sort(), [
         "HEAD /v2/ci/a/manifests/v1 200", // dist resolve
@@ -241,4 +256,5 @@ Deno.test("the README's CI workflow runs exactly the commands these tests run", 
   for (const line of [...INSTALL, ...RESOLVE, ...FETCH, ...EXPORT, "docker load -i images.tar"]) {
     assert.ok(readme.includes(`          ${line}\n`), `README.md lacks the workflow line: ${line}`);
   }
+  assert.ok(readme.includes(`  DIST_ENV: ${DIST_ENV}\n`), "README.md's workflow lacks DIST_ENV");
 });
