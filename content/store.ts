@@ -363,10 +363,19 @@ export class Store {
   static async open(root: string): Promise<Store> {
     // small local calls, made synchronously (see _lock.ts): every command opens the store
     const store = new Store(resolve(root));
-    Deno.mkdirSync(`${store.#blobs}/sha256`, { recursive: true });
-    Deno.mkdirSync(store.#ingests, { recursive: true });
-    createFileOnce(`${store.root}/oci-layout`, OCI_LAYOUT);
-    createFileOnce(`${store.root}/index.json`, EMPTY_INDEX);
+    try {
+      Deno.mkdirSync(`${store.#blobs}/sha256`, { recursive: true });
+      Deno.mkdirSync(store.#ingests, { recursive: true });
+      createFileOnce(`${store.root}/oci-layout`, OCI_LAYOUT);
+      createFileOnce(`${store.root}/index.json`, EMPTY_INDEX);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotCapable) throw error; // the CLI names the permission
+      const reason =
+        error instanceof Deno.errors.NotADirectory || error instanceof Deno.errors.AlreadyExists
+          ? "a file is in the way"
+          : (error as Error).message;
+      throw new Error(`cannot open the store at ${store.root}: ${reason}`, { cause: error });
+    }
     return store;
   }
 

@@ -194,3 +194,15 @@ Deno.test("a registry's error message cannot break the line or reach the termina
     }
   });
 });
+
+Deno.test("a --root that is a file, or lies below one, is refused in one line naming it", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.writeTextFile(`${dir}/file`, "not a store\n");
+    for (const root of [`${dir}/file`, `${dir}/file/below`]) {
+      const result = await runDist(["list", "--root", root]);
+      assert.equal(result.code, 1, result.stderr);
+      assert.equal(result.stderr, `dist: cannot open the store at ${root}: a file is in the way\n`);
+    }
+    assert.equal(await Deno.readTextFile(`${dir}/file`), "not a store\n");
+  });
+});
