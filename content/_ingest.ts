@@ -15,16 +15,10 @@
  * @module
  */
 import { type Digest, digestHex, digestOf, isDigest } from "./digest.ts";
+import type { Status } from "./store.ts";
 
-/** An ingest's metadata as read from its directory. */
-export interface IngestRecord {
-  ref: string;
-  offset: number;
-  total?: number;
-  expected?: Digest;
-  startedAt: Date;
-  updatedAt: Date;
-}
+/** An ingest's metadata as read from its directory: the store's public {@link Status}. */
+export type IngestRecord = Status;
 
 /** The name of an ingest's directory: the hex SHA-256 of its ref. */
 export function ingestName(ref: string): string {
