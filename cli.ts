@@ -333,7 +333,8 @@ const FETCH_FLAGS: FlagSpec[] = [
     name: "max-concurrent-downloads",
     type: "string",
     value: "N",
-    description: `blobs downloaded at once (default ${DEFAULT_MAX_CONCURRENT_DOWNLOADS})`,
+    description:
+      `blobs downloaded at once (default ${DEFAULT_MAX_CONCURRENT_DOWNLOADS}; one over 16 MiB counts as two)`,
   },
   { name: "json", type: "boolean", description: "print progress events as JSON, one a line" },
   { name: "quiet", short: "q", type: "boolean", description: "print only the image descriptor" },

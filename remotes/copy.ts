@@ -46,8 +46,17 @@ import type { Store, Writer } from "../content/store.ts";
 import type { RegistryClient } from "./client.ts";
 import { formatReference, parseReference, type Reference } from "./reference.ts";
 
-/** The default number of blobs downloaded at once. */
-export const DEFAULT_MAX_CONCURRENT_DOWNLOADS = 4;
+/**
+ * The default number of blobs downloaded at once. Small blobs are bound by round trips and
+ * flushes, so many at once pay: 48 × 512 KiB took 214 ms with 8, 245 ms with 4 (bench/fetch.ts).
+ */
+export const DEFAULT_MAX_CONCURRENT_DOWNLOADS = 8;
+
+/**
+ * A blob bigger than this takes two download slots. Big blobs are bound by CPU (hashing, copies),
+ * where more streams only contend: 8 × 128 MiB took 1.56 s four at a time, 1.73 s eight at a time.
+ */
+const LARGE_BLOB = 16 * 1024 * 1024;
 
 /** How often (at most) a blob's `downloading` event repeats while bytes arrive. */
 const PROGRESS_INTERVAL_MS = 100;
@@ -90,7 +99,10 @@ export interface FetchImageOptions {
   platforms?: Platform[];
   /** Fetch every manifest of an index, attestations included. */
   allPlatforms?: boolean;
-  /** Blobs downloaded at once (default {@link DEFAULT_MAX_CONCURRENT_DOWNLOADS}). */
+  /**
+   * Blobs downloaded at once (default {@link DEFAULT_MAX_CONCURRENT_DOWNLOADS}); one over 16 MiB
+   * counts as two.
+   */
   maxConcurrentDownloads?: number;
   /** Stops the fetch; partial ingests stay behind to resume, never a partial blob. */
   signal?: AbortSignal;
@@ -342,7 +354,8 @@ class FetchJob {
     }
     // Only the transfer takes a download slot: opening the ingest (or waiting for another
     // process's lock on it) and committing (fsync, rename) overlap other downloads.
-    const fill = () => this.#limit.run(() => this.#fill(node, writer), this.#signal);
+    const weight = descriptor.size > LARGE_BLOB ? 2 : 1;
+    const fill = () => this.#limit.run(() => this.#fill(node, writer), this.#signal, weight);
     try {
       const resumed = await fill();
       try {
@@ -479,11 +492,14 @@ class ChunkReader {
   }
 }
 
-/** A FIFO semaphore: at most `max` tasks run at once, in the order they asked. */
+/**
+ * A FIFO semaphore of `max` slots: tasks run in the order they asked, each once its `weight`
+ * slots (at most all of them) are free.
+ */
 class Limiter {
   readonly #max: number;
-  #running = 0;
-  readonly #queue: (() => void)[] = [];
+  #used = 0;
+  readonly #queue: { weight: number; start: () => void }[] = [];
 
   constructor(max: number) {
     if (!Number.isInteger(max) || max < 1) {
@@ -492,16 +508,20 @@ class Limiter {
     this.#max = max;
   }
 
-  async run<T>(task: () => Promise<T>, signal: AbortSignal): Promise<T> {
-    if (this.#running < this.#max) this.#running++;
-    else await new Promise<void>((resolve) => this.#queue.push(resolve)); // slot handed over
+  async run<T>(task: () => Promise<T>, signal: AbortSignal, weight = 1): Promise<T> {
+    weight = Math.min(weight, this.#max);
+    if (this.#queue.length === 0 && this.#used + weight <= this.#max) this.#used += weight;
+    else await new Promise<void>((start) => this.#queue.push({ weight, start })); // slots taken for us
     try {
       signal.throwIfAborted();
       return await task();
     } finally {
-      const next = this.#queue.shift();
-      if (next) next();
-      else this.#running--;
+      this.#used -= weight;
+      while (this.#queue.length > 0 && this.#used + this.#queue[0].weight <= this.#max) {
+        const next = this.#queue.shift()!;
+        this.#used += next.weight;
+        next.start();
+      }
     }
   }
 }

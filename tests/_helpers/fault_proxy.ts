@@ -7,6 +7,7 @@
  * matching requests and are then spent, so "two 503s then success" is one rule with `times: 2`.
  * Every request is recorded with its headers, so tests can check `Range` and `Authorization`.
  * With `bytesPerSecond` it also slows blob downloads down, so a test can interrupt one midway.
+ * It counts the blob downloads being sent at once, so a test can check a client's concurrency.
  */
 
 /** One fault, applied to the requests it matches. */
@@ -63,6 +64,8 @@ export interface FaultProxy {
   host: string;
   /** Every request so far, in order. */
   requests: ProxiedRequest[];
+  /** The most blob downloads (`GET …/blobs/…` bodies) that were being sent at once. */
+  readonly peakBlobDownloads: number;
   /** Adds a rule; rules are tried in the order added. */
   addRule(rule: FaultRule): void;
   /** Stops the proxy, cutting off slowed downloads still in progress. */
@@ -141,6 +144,37 @@ function throttle(
   });
 }
 
+/** Calls `onEnd` once `body` is read to its end, fails or is cancelled. */
+function onceEnded(
+  body: ReadableStream<Uint8Array>,
+  onEnd: () => void,
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  let ended = false;
+  const end = () => {
+    if (!ended) onEnd();
+    ended = true;
+  };
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const { done, value } = await reader.read();
+        if (done) {
+          end();
+          controller.close();
+        } else controller.enqueue(value);
+      } catch (error) {
+        end();
+        controller.error(error);
+      }
+    },
+    cancel(reason) {
+      end();
+      return reader.cancel(reason).catch(() => {});
+    },
+  });
+}
+
 /** Starts a proxy in front of `upstream` (`http://127.0.0.1:PORT`). */
 export function startFaultProxy(
   upstream: string,
@@ -149,6 +183,8 @@ export function startFaultProxy(
   const rules: ActiveRule[] = [];
   const requests: ProxiedRequest[] = [];
   const stopping = new AbortController();
+  let blobDownloads = 0;
+  let peakBlobDownloads = 0;
   const handler = async (req: Request): Promise<Response> => {
     const url = new URL(req.url);
     const path = url.pathname + url.search;
@@ -208,10 +244,10 @@ export function startFaultProxy(
     const replyHeaders = new Headers(reply.headers);
     for (const [name, value] of Object.entries(rule?.headers ?? {})) replyHeaders.set(name, value);
     let body = reply.body && rule ? alter(reply.body, rule) : reply.body;
-    if (
-      body && options.bytesPerSecond && req.method === "GET" && url.pathname.includes("/blobs/")
-    ) {
-      body = throttle(body, options.bytesPerSecond, stopping.signal);
+    if (body && req.method === "GET" && url.pathname.includes("/blobs/")) {
+      if (options.bytesPerSecond) body = throttle(body, options.bytesPerSecond, stopping.signal);
+      peakBlobDownloads = Math.max(peakBlobDownloads, ++blobDownloads);
+      body = onceEnded(body, () => blobDownloads--);
     }
     return new Response(body, { status: reply.status, headers: replyHeaders });
   };
@@ -226,6 +262,9 @@ export function startFaultProxy(
           url: `${options.tls ? "https" : "http"}://${host}`,
           host,
           requests,
+          get peakBlobDownloads() {
+            return peakBlobDownloads;
+          },
           addRule(rule) {
             rules.push({ ...rule, left: rule.times ?? 1 });
           },

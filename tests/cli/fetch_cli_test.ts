@@ -135,6 +135,43 @@ Deno.test("dist fetch reports bad flags (2) and unknown images (3)", async () =>
   });
 });
 
+Deno.test("dist fetch downloads --max-concurrent-downloads blobs at once, big ones counting as two", async () => {
+  await withStore(async (registry, root) => {
+    const layers = (count: number, size: number) =>
+      Array.from({ length: count }, () => compressLayer(randomBytes(size), "none"));
+    await pushImage(registry.url, "many/small", { layers: layers(6, 64 * 1024), tag: "v1" });
+    await pushImage(registry.url, "many/big", { layers: layers(3, 17 * 1024 * 1024), tag: "v1" });
+    // slow enough that the downloads the limit lets run do overlap: ≈ 0.25 s a blob
+    const slow = await startFaultProxy(registry.url, { bytesPerSecond: 256 * 1024 });
+    const fast = await startFaultProxy(registry.url, { bytesPerSecond: 64 * 1024 * 1024 });
+    try {
+      const small = await runDist([
+        "fetch",
+        "--root",
+        root,
+        "--max-concurrent-downloads",
+        "3",
+        `${slow.host}/many/small:v1`,
+      ]);
+      assert.equal(small.code, 0, small.stderr);
+      assert.equal(slow.peakBlobDownloads, 3, "7 blobs, 3 at a time");
+      const big = await runDist([
+        "fetch",
+        "--root",
+        root,
+        "--max-concurrent-downloads",
+        "4",
+        `${fast.host}/many/big:v1`,
+      ]);
+      assert.equal(big.code, 0, big.stderr);
+      assert.equal(fast.peakBlobDownloads, 2, "blobs over 16 MiB take two of the 4 slots");
+    } finally {
+      await slow.stop();
+      await fast.stop();
+    }
+  });
+});
+
 Deno.test("skopeo and umoci read images dist fetch stored", async () => {
   await requireTool("skopeo");
   await requireTool("umoci");
