@@ -38,8 +38,6 @@
  *
  * @module
  */
-import { lchownSync, lutimesSync } from "node:fs";
-import process from "node:process";
 import { readTar, type TarEntry, type TarHeader } from "./tar.ts";
 import { decompress } from "./decompress.ts";
 import { type Digest, digestAlgorithm, Digester, parseDigest, shortDigest } from "./digest.ts";
@@ -105,7 +103,7 @@ export async function applyLayer(
   if (!info.isDirectory) {
     throw new InvalidArgumentError(`cannot unpack into ${rootfs}: not a directory`);
   }
-  const applier = new LayerApplier(rootfs.replace(/\/+$/, "") || "/", options);
+  const applier = new LayerApplier(rootfs.replace(/\/+$/, "") || "/", options, await nodeCalls());
   const result: ApplyLayerResult = { entries: 0, bytes: 0 };
   for await (const entry of readTar(layer)) {
     options.signal?.throwIfAborted();
@@ -134,8 +132,11 @@ class LayerApplier {
   readonly #pendingDirs = new Map<string, DirMeta>();
   readonly #warned = new Set<string>();
 
-  constructor(root: string, options: ApplyLayerOptions) {
+  readonly #nodeCalls: NodeCalls;
+
+  constructor(root: string, options: ApplyLayerOptions, node: NodeCalls) {
     this.#root = root;
+    this.#nodeCalls = node;
     const onWarning = options.onWarning;
     this.#warn = (message) => onWarning?.(message);
     this.#uid = Deno.uid() ?? 0;
@@ -143,7 +144,7 @@ class LayerApplier {
     this.#privileged = this.#uid === 0;
     this.#sameOwner = options.sameOwner ?? this.#privileged;
     this.#xattrs = options.xattrs ?? true;
-    this.#umask = currentUmask();
+    this.#umask = node.umask();
   }
 
   /** Warns once per key and layer. */
@@ -467,7 +468,7 @@ class LayerApplier {
     }
     this.#chown(header, abs, true);
     this.#setXattrs(header, abs);
-    lutimesSync(abs, header.atime ?? header.mtime, header.mtime);
+    this.#nodeCalls.lutimesSync(abs, header.atime ?? header.mtime, header.mtime);
   }
 
   #hardlink(header: TarHeader, rel: string, abs: string): void {
@@ -550,7 +551,7 @@ class LayerApplier {
   /** Gives the entry the archive's owner when asked to and it differs; reports whether it did. */
   #chown(header: TarHeader, abs: string, noFollow: boolean): boolean {
     if (!this.#sameOwner || (header.uid === this.#uid && header.gid === this.#gid)) return false;
-    if (noFollow) lchownSync(abs, header.uid, header.gid);
+    if (noFollow) this.#nodeCalls.lchownSync(abs, header.uid, header.gid);
     else Deno.chownSync(abs, header.uid, header.gid);
     return true;
   }
@@ -817,11 +818,26 @@ async function removeAll(path: string): Promise<void> {
   }
 }
 
-/** The process umask; without `--allow-sys=umask`, all bits, so that every file mode is set explicitly. */
-function currentUmask(): number {
-  try {
-    return process.umask();
-  } catch {
-    return 0o777;
-  }
+/** What unpacking needs from node: symlink-safe chown and utimes, and the umask. */
+interface NodeCalls {
+  lchownSync(path: string, uid: number, gid: number): void;
+  lutimesSync(path: string, atime: number, mtime: number): void;
+  /** The process umask; without `--allow-sys=umask`, all bits, so every mode is set explicitly. */
+  umask(): number;
+}
+
+/** Loads {@link NodeCalls} when unpacking, as importing them at the top would add ≈ 5 ms to every command. */
+async function nodeCalls(): Promise<NodeCalls> {
+  const [{ lchownSync, lutimesSync }, { default: process }] = await Promise.all([
+    import("node:fs"),
+    import("node:process"),
+  ]);
+  const umask = () => {
+    try {
+      return process.umask();
+    } catch {
+      return 0o777;
+    }
+  };
+  return { lchownSync, lutimesSync, umask };
 }
