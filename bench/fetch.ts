@@ -92,8 +92,13 @@ async function pushCase(url: string, c: Case): Promise<void> {
   );
 }
 
-/** Runs a command under GNU time; returns wall seconds and peak RSS in MiB. */
+/**
+ * Runs a command under GNU time; returns wall seconds and peak RSS in MiB. Starts with no dirty
+ * pages (as bench/unpack.ts does): skopeo does not flush what it writes, and without the `sync`
+ * dist's flushes would also write back the previous run's leftovers (≈ 45 ms of 250 here).
+ */
 async function measure(command: string[]): Promise<{ seconds: number; rssMiB: number }> {
+  await new Deno.Command("sync").output();
   const start = performance.now();
   const result = await new Deno.Command("/usr/bin/time", {
     args: ["-f", "%M", ...command],
