@@ -674,7 +674,7 @@ interface ManifestJson {
  * Unpacks the image whose manifest is `manifest` into a runtime bundle at `bundleDir`: applies
  * its layers in order into `bundleDir/rootfs` (which must not exist or be empty), checking each
  * uncompressed layer against the config's `rootfs.diff_ids`, then writes `bundleDir/config.json`.
- * On failure the rootfs this call created is removed again.
+ * On failure the rootfs this call created is removed again, and so is `bundleDir` if it created it.
  */
 export async function unpackImage(
   store: BlobReader,
@@ -720,6 +720,7 @@ export async function unpackImage(
     new InvalidArgumentError(`cannot unpack into ${bundleDir}: ${path} is not a directory`, {
       cause,
     });
+  const bundleExisted = await Deno.lstat(bundleDir).then(() => true, () => false);
   try {
     await Deno.mkdir(bundleDir, { recursive: true });
   } catch (error) {
@@ -776,6 +777,8 @@ export async function unpackImage(
     return { rootfs, config: configPath, manifest, layers: layers.length };
   } catch (error) {
     if (created) await removeAll(rootfs);
+    // a bundle directory this call made goes too; one that holds anything else stays
+    if (!bundleExisted) await Deno.remove(bundleDir).catch(() => {});
     throw error;
   }
 }

@@ -603,7 +603,7 @@ async function collectTar(entries: TarWriteEntry[]): Promise<Uint8Array> {
   return new Uint8Array(await new Response(writeTar(entries)).arrayBuffer());
 }
 
-Deno.test("unpackImage() rejects a layer whose content does not match its diff_id", async () => {
+Deno.test("unpackImage() rejects a layer whose content does not match its diff_id and cleans up", async () => {
   await withTempDir(async (tmp) => {
     const layer = layerOf(await collectTar([{ header: { name: "f" }, body: text("f") }]), "gzip");
     const wrong = "sha256:" + "0".repeat(64);
@@ -615,9 +615,15 @@ Deno.test("unpackImage() rejects a layer whose content does not match its diff_i
       "layer 1/1",
     );
     assert.ok(error.message.includes(wrong) && error.message.includes(layer.diffId));
-    // The half-unpacked rootfs is removed again and no config was written.
-    assert.equal(await exists(`${tmp}/bundle/rootfs`), false);
-    assert.equal(await exists(`${tmp}/bundle/config.json`), false);
+    // The half-unpacked bundle this call created is removed again, config.json never written.
+    assert.equal(await exists(`${tmp}/bundle`), false);
+    // A bundle directory the caller made stays, without the half-unpacked rootfs.
+    await Deno.mkdir(`${tmp}/mine`);
+    await assertRejects(
+      () => unpackImage(store, image.manifest, `${tmp}/mine`),
+      DigestMismatchError,
+    );
+    assert.deepEqual([...Deno.readDirSync(`${tmp}/mine`)], []);
   });
 });
 
