@@ -48,6 +48,7 @@ import {
   DigestMismatchError,
   DistError,
   InvalidArgumentError,
+  LockedError,
   NotFoundError,
   UnsafeEntryError,
   UnsupportedError,
@@ -672,9 +673,12 @@ interface ManifestJson {
 
 /**
  * Unpacks the image whose manifest is `manifest` into a runtime bundle at `bundleDir`: applies
- * its layers in order into `bundleDir/rootfs` (which must not exist or be empty), checking each
+ * its layers in order into `bundleDir/rootfs` (which must not exist or be empty, and there must be
+ * no `bundleDir/config.json`), checking each
  * uncompressed layer against the config's `rootfs.diff_ids`, then writes `bundleDir/config.json`.
- * On failure the rootfs this call created is removed again, and so is `bundleDir` if it created it.
+ * The layers are unpacked next to the rootfs and renamed into place once all are verified; the
+ * bundle is locked meanwhile. On failure nothing is left but what was there before (a
+ * `bundleDir` this call created is removed again).
  */
 export async function unpackImage(
   store: BlobReader,
@@ -715,33 +719,17 @@ export async function unpackImage(
     );
   }
 
-  const rootfs = `${bundleDir.replace(/\/+$/, "")}/rootfs`;
-  const notADirectory = (path: string, cause: unknown) =>
-    new InvalidArgumentError(`cannot unpack into ${bundleDir}: ${path} is not a directory`, {
-      cause,
-    });
-  const bundleExisted = await Deno.lstat(bundleDir).then(() => true, () => false);
+  const dir = bundleDir.replace(/\/+$/, "") || "/";
+  const rootfs = `${dir}/rootfs`;
+  const bundleExisted = await Deno.lstat(dir).then(() => true, () => false);
+  const bundle = await lockBundle(dir);
+  // Layers go into a directory of their own, renamed to rootfs only once all of them are in and
+  // verified: a failed or killed unpack never leaves a rootfs that looks complete.
+  const partial = `${dir}/.rootfs.partial`;
   try {
-    await Deno.mkdir(bundleDir, { recursive: true });
-  } catch (error) {
-    // a file where the bundle (or one of its parents) should be
-    if (error instanceof Deno.errors.AlreadyExists || error instanceof Deno.errors.NotADirectory) {
-      throw notADirectory(bundleDir, error);
-    }
-    throw error;
-  }
-  let created = false;
-  try {
-    await Deno.mkdir(rootfs, { mode: 0o755 });
-    created = true;
-  } catch (error) {
-    if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
-    if (!(await Deno.stat(rootfs)).isDirectory) throw notADirectory(rootfs, error);
-    for await (const _ of Deno.readDir(rootfs)) {
-      throw new AlreadyExistsError(`cannot unpack into ${bundleDir}: ${rootfs} is not empty`);
-    }
-  }
-  try {
+    await checkBundleIsNew(dir);
+    await removeAll(partial); // left by a killed unpack: we hold the lock, nobody else uses it
+    await Deno.mkdir(partial, { mode: 0o755 });
     for (let i = 0; i < layers.length; i++) {
       const layer = layers[i];
       const digest = parseDigest(layer.digest ?? "");
@@ -760,7 +748,7 @@ export async function unpackImage(
       }
       const plain = decompress(compressed, { mediaType: layer.mediaType });
       const result = await applyLayer(
-        rootfs,
+        partial,
         plain.pipeThrough(checkDiffId(diffId, label)),
         options,
       );
@@ -773,13 +761,62 @@ export async function unpackImage(
         bytes: result.bytes,
       });
     }
-    const configPath = await writeRuntimeConfig(bundleDir, config);
-    return { rootfs, config: configPath, manifest, layers: layers.length };
+    await Deno.rename(partial, rootfs); // replaces an empty rootfs, as checkBundleIsNew allowed
+    try {
+      const configPath = await writeRuntimeConfig(dir, config);
+      return { rootfs, config: configPath, manifest, layers: layers.length };
+    } catch (error) {
+      await removeAll(rootfs);
+      throw error;
+    }
   } catch (error) {
-    if (created) await removeAll(rootfs);
+    await removeAll(partial);
     // a bundle directory this call made goes too; one that holds anything else stays
-    if (!bundleExisted) await Deno.remove(bundleDir).catch(() => {});
+    if (!bundleExisted) await Deno.remove(dir).catch(() => {});
     throw error;
+  } finally {
+    bundle.close();
+  }
+}
+
+/**
+ * Creates the bundle directory `dir` when missing and locks it, so that two unpacks into one
+ * bundle cannot mix their layers: the second is refused.
+ */
+async function lockBundle(dir: string): Promise<Deno.FsFile> {
+  try {
+    await Deno.mkdir(dir, { recursive: true });
+  } catch (error) {
+    // a file where the bundle (or one of its parents) should be
+    if (error instanceof Deno.errors.AlreadyExists || error instanceof Deno.errors.NotADirectory) {
+      throw new InvalidArgumentError(`cannot unpack into ${dir}: not a directory`, {
+        cause: error,
+      });
+    }
+    throw error;
+  }
+  const file = await Deno.open(dir, { read: true });
+  if (!(await file.tryLock(true))) {
+    file.close();
+    throw new LockedError(`cannot unpack into ${dir}: another unpack into it is running`);
+  }
+  return file;
+}
+
+/** Refuses a bundle that already has a config.json, or a rootfs that is not an empty directory. */
+async function checkBundleIsNew(dir: string): Promise<void> {
+  const config = await Deno.lstat(`${dir}/config.json`).catch(() => undefined);
+  if (config) {
+    throw new AlreadyExistsError(`cannot unpack into ${dir}: ${dir}/config.json exists`);
+  }
+  const rootfs = `${dir}/rootfs`;
+  const info = await Deno.lstat(rootfs).catch(() => undefined);
+  if (!info) return;
+  if (!info.isDirectory) {
+    throw new InvalidArgumentError(`cannot unpack into ${dir}: ${rootfs} is not a directory`);
+  }
+  for await (const _ of Deno.readDir(rootfs)) {
+    throw new AlreadyExistsError(`cannot unpack into ${dir}: ${rootfs} is not empty`);
   }
 }
 

@@ -5,6 +5,7 @@ import {
   AlreadyExistsError,
   DigestMismatchError,
   InvalidArgumentError,
+  LockedError,
   NotFoundError,
   UnsafeEntryError,
 } from "../../content/errors.ts";
@@ -617,17 +618,19 @@ Deno.test("unpackImage() rejects a layer whose content does not match its diff_i
     assert.ok(error.message.includes(wrong) && error.message.includes(layer.diffId));
     // The half-unpacked bundle this call created is removed again, config.json never written.
     assert.equal(await exists(`${tmp}/bundle`), false);
-    // A bundle directory the caller made stays, without the half-unpacked rootfs.
-    await Deno.mkdir(`${tmp}/mine`);
+    // A bundle directory the caller made stays as it was: the empty rootfs gets no entry of
+    // the layer that failed its check.
+    await Deno.mkdir(`${tmp}/mine/rootfs`, { recursive: true });
     await assertRejects(
       () => unpackImage(store, image.manifest, `${tmp}/mine`),
       DigestMismatchError,
     );
-    assert.deepEqual([...Deno.readDirSync(`${tmp}/mine`)], []);
+    assert.deepEqual([...Deno.readDirSync(`${tmp}/mine`)].map((e) => e.name), ["rootfs"]);
+    assert.deepEqual([...Deno.readDirSync(`${tmp}/mine/rootfs`)], []);
   });
 });
 
-Deno.test("unpackImage() refuses a non-empty rootfs and an image index", async () => {
+Deno.test("unpackImage() refuses a non-empty rootfs, an existing config.json and an image index", async () => {
   await withTempDir(async (tmp) => {
     const layer = layerOf(await collectTar([{ header: { name: "f" }, body: text("f") }]), "none");
     const image = await writeImageLayout(`${tmp}/layout`, [layer]);
@@ -640,6 +643,15 @@ Deno.test("unpackImage() refuses a non-empty rootfs and an image index", async (
       "not empty",
     );
     assert.equal(await Deno.readTextFile(`${tmp}/bundle/rootfs/mine`), "keep");
+    await Deno.mkdir(`${tmp}/configured`);
+    await Deno.writeTextFile(`${tmp}/configured/config.json`, "mine");
+    await assertRejects(
+      () => unpackImage(store, image.manifest, `${tmp}/configured`),
+      AlreadyExistsError,
+      "config.json exists",
+    );
+    assert.equal(await Deno.readTextFile(`${tmp}/configured/config.json`), "mine");
+    assert.equal(await exists(`${tmp}/configured/rootfs`), false);
     const index = new TextEncoder().encode(JSON.stringify({
       schemaVersion: 2,
       mediaType: "application/vnd.oci.image.index.v1+json",
@@ -654,6 +666,31 @@ Deno.test("unpackImage() refuses a non-empty rootfs and an image index", async (
       InvalidArgumentError,
       "image index",
     );
+  });
+});
+
+Deno.test("unpackImage() refuses a bundle another unpack holds and clears a killed one's leftovers", async () => {
+  await withTempDir(async (tmp) => {
+    const layer = layerOf(await collectTar([{ header: { name: "f" }, body: text("f") }]), "none");
+    const image = await writeImageLayout(`${tmp}/layout`, [layer]);
+    const store = await Store.open(`${tmp}/layout`);
+    await Deno.mkdir(`${tmp}/bundle/.rootfs.partial/half`, { recursive: true }); // a killed unpack
+    const other = await Deno.open(`${tmp}/bundle`, { read: true });
+    try {
+      assert.ok(await other.tryLock(true));
+      await assertRejects(
+        () => unpackImage(store, image.manifest, `${tmp}/bundle`),
+        LockedError,
+        "another unpack into it is running",
+      );
+      assert.equal(await exists(`${tmp}/bundle/.rootfs.partial/half`), true, "not its leftovers");
+    } finally {
+      other.close();
+    }
+    await unpackImage(store, image.manifest, `${tmp}/bundle`);
+    const names = [...Deno.readDirSync(`${tmp}/bundle`)].map((e) => e.name).sort();
+    assert.deepEqual(names, ["config.json", "rootfs"]);
+    assert.deepEqual([...Deno.readDirSync(`${tmp}/bundle/rootfs`)].map((e) => e.name), ["f"]);
   });
 });
 
