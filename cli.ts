@@ -205,6 +205,11 @@ interface Command {
   flags: FlagSpec[];
   /** True for commands that talk to a registry only and take no `--root`. */
   storeless?: boolean;
+  /**
+   * True for commands whose stdout is data (a blob, an archive): when the reader goes away before
+   * the end they fail (exit 141, as SIGPIPE would), where a listing just stops (`dist list | head`).
+   */
+  streamsData?: boolean;
   /** Returns the exit code (default 0). */
   run(ctx: Context): Promise<number | void>;
 }
@@ -432,28 +437,36 @@ function progressRenderer(): { onProgress(event: FetchEvent): void; close(): voi
   };
 }
 
+/** Signals that stop a long command cleanly, with their exit codes (128 + the signal number). */
+const STOP_SIGNALS = { SIGINT: 130, SIGTERM: 143 } as const;
+
 /**
- * Runs `body` with a signal that Ctrl-C aborts; an aborted run prints `message` and exits 130.
- * A second Ctrl-C exits at once.
+ * Runs `body` with a signal that Ctrl-C (or SIGTERM, which CI cancellation and `timeout` send)
+ * aborts; an aborted run prints `message` and exits 130 (143). A second signal exits at once.
  */
 async function interruptible(
   message: string,
   body: (signal: AbortSignal) => Promise<number | void>,
 ): Promise<number | void> {
   const controller = new AbortController();
-  const onSigint = () => {
-    if (controller.signal.aborted) Deno.exit(130);
-    controller.abort(new DOMException("interrupted", "AbortError"));
-  };
-  Deno.addSignalListener("SIGINT", onSigint);
+  let code = 0;
+  const listeners = Object.entries(STOP_SIGNALS).map(([name, exitCode]) => {
+    const listener = () => {
+      if (controller.signal.aborted) Deno.exit(exitCode);
+      code = exitCode;
+      controller.abort(new DOMException("interrupted", "AbortError"));
+    };
+    Deno.addSignalListener(name as Deno.Signal, listener);
+    return () => Deno.removeSignalListener(name as Deno.Signal, listener);
+  });
   try {
     return await body(controller.signal);
   } catch (error) {
     if (!controller.signal.aborted) throw error;
     out.error(message);
-    return 130;
+    return code;
   } finally {
-    Deno.removeSignalListener("SIGINT", onSigint);
+    for (const remove of listeners) remove();
   }
 }
 
@@ -787,6 +800,7 @@ const COMMANDS: Command[] = [
   {
     name: "fetch-object",
     storeless: true,
+    streamsData: true,
     usage: "[flags] REF | LOCATOR OBJECT [mediatype:TYPE] [size:N]",
     summary: "write one manifest or blob from a registry to stdout, raw and verified",
     flags: REGISTRY_FLAGS,
@@ -933,6 +947,7 @@ const COMMANDS: Command[] = [
   // ---- archive commands (export, import) ----
   {
     name: "export",
+    streamsData: true,
     usage: "-o FILE|- [flags] NAME|DIGEST...",
     summary: "write images from the store to a tar archive that docker load (or an OCI tool) reads",
     flags: [
@@ -1087,7 +1102,11 @@ function report(error: unknown, command?: Command): number {
         return 1;
     }
   }
-  if (error instanceof Deno.errors.BrokenPipe) return 0; // reader went away: `dist list | head`
+  if (error instanceof Deno.errors.BrokenPipe) {
+    if (!command?.streamsData) return 0; // the reader had seen enough: `dist list | head`
+    out.error("stdout closed before all data was written");
+    return 141;
+  }
   if (error instanceof Deno.errors.NotCapable) {
     out.error(`permission denied: ${(error as Error).message}`);
     return 1;

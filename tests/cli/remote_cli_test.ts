@@ -190,7 +190,7 @@ Deno.test("dist fetch-object | dist ingest commits nothing when a byte is flippe
   });
 });
 
-Deno.test("dist fetch-object ends quietly with exit 0 when stdout closes early", async () => {
+Deno.test("dist fetch-object fails with 141 when stdout closes before the end", async () => {
   await requireTool("bash");
   await withImage(async ({ dir, registry, image }) => {
     const script = `set -o pipefail; ${distCommandLine()} fetch-object ` +
@@ -200,8 +200,12 @@ Deno.test("dist fetch-object ends quietly with exit 0 when stdout closes early",
       env: hermetic(dir),
       stderr: "piped",
     }).output();
-    assert.equal(new TextDecoder().decode(result.stderr), "");
-    assert.equal(result.code, 0);
+    // like `cat` killed by SIGPIPE: under pipefail a cut-short blob is not a success
+    assert.equal(
+      new TextDecoder().decode(result.stderr),
+      "dist: stdout closed before all data was written\n",
+    );
+    assert.equal(result.code, 141);
   });
 });
 
