@@ -214,6 +214,12 @@ interface Command {
   run(ctx: Context): Promise<number | void>;
 }
 
+/** A bundle DIR argument; an empty one would put the bundle at the file system's root. */
+function bundleDir(dir: string): string {
+  if (dir === "") throw new UsageError(`invalid bundle directory ""`);
+  return dir;
+}
+
 /** Reads a string flag, or undefined when absent. */
 function stringFlag(ctx: Context, name: string): string | undefined {
   return ctx.flags[name] as string | undefined;
@@ -852,7 +858,9 @@ const COMMANDS: Command[] = [
     run(ctx) {
       expectArgs(ctx, 1, 2);
       const ref = parseReference(ctx.args[0]);
-      const dir = ctx.args[1] ?? ref.repository.slice(ref.repository.lastIndexOf("/") + 1);
+      const dir = bundleDir(
+        ctx.args[1] ?? ref.repository.slice(ref.repository.lastIndexOf("/") + 1),
+      );
       const options = fetchFlags(ctx);
       const platform = options.platforms![0];
       return interruptible(RESUMABLE, async (signal) => {
@@ -887,7 +895,8 @@ const COMMANDS: Command[] = [
     ],
     run(ctx) {
       expectArgs(ctx, 2, 2);
-      const [name, dir] = ctx.args;
+      const name = ctx.args[0];
+      const dir = bundleDir(ctx.args[1]);
       const platformFlag = stringFlag(ctx, "platform");
       const platform = platformFlag ? parsePlatform(platformFlag) : undefined;
       return interruptible("unpack interrupted", async (signal) => {

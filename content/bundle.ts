@@ -218,6 +218,7 @@ export async function runtimeSpec(image: ImageConfig, rootfs: string): Promise<R
  * (temporary file, then rename). Returns the file's path.
  */
 export async function writeRuntimeConfig(bundleDir: string, image: ImageConfig): Promise<string> {
+  if (bundleDir === "") throw new InvalidArgumentError(`invalid bundle directory ""`);
   const dir = bundleDir.replace(/\/+$/, "");
   const spec = await runtimeSpec(image, `${dir}/rootfs`);
   const path = `${dir}/config.json`;

@@ -686,6 +686,8 @@ export async function unpackImage(
   bundleDir: string,
   options: UnpackImageOptions = {},
 ): Promise<UnpackImageResult> {
+  // "" would otherwise become "/rootfs": the root of the host's file system
+  if (bundleDir === "") throw new InvalidArgumentError(`invalid bundle directory ""`);
   const manifestJson = parseJson<ManifestJson>(
     await store.readBytes(manifest, { maxSize: MAX_JSON }),
     `manifest ${manifest}`,
@@ -720,7 +722,7 @@ export async function unpackImage(
   }
 
   const dir = bundleDir.replace(/\/+$/, "") || "/";
-  const rootfs = `${dir}/rootfs`;
+  const rootfs = dir === "/" ? "/rootfs" : `${dir}/rootfs`;
   const bundleExisted = await Deno.lstat(dir).then(() => true, () => false);
   const bundle = await lockBundle(dir);
   // Layers go into a directory of their own, renamed to rootfs only once all of them are in and

@@ -173,5 +173,16 @@ Deno.test("dist unpack makes a bundle from the store alone, by name or digest", 
     ]);
     assert.equal(noPlatform.code, 3);
     assert.match(noPlatform.stderr, /no manifest for platform linux\/s390x in the store/);
+
+    // "" is no directory; taken as one it would put the bundle at the file system's root
+    const exists = (path: string) => Deno.lstat(path).then(() => true, () => false);
+    const atRoot = async () => [await exists("/rootfs"), await exists("/config.json")];
+    const before = await atRoot();
+    for (const args of [["unpack", "--root", root, web.ref, ""], ["pull", web.ref, ""]]) {
+      const empty = await runDist(args);
+      assert.equal(empty.code, 2, empty.stderr);
+      assert.match(empty.stderr, /^dist: invalid bundle directory ""/);
+    }
+    assert.deepEqual(await atRoot(), before);
   });
 });

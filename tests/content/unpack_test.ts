@@ -652,6 +652,11 @@ Deno.test("unpackImage() refuses a non-empty rootfs, an existing config.json and
     );
     assert.equal(await Deno.readTextFile(`${tmp}/configured/config.json`), "mine");
     assert.equal(await exists(`${tmp}/configured/rootfs`), false);
+    await assertRejects(
+      () => unpackImage(store, image.manifest, ""), // not "/": no bundle at the host's root
+      InvalidArgumentError,
+      'invalid bundle directory ""',
+    );
     const index = new TextEncoder().encode(JSON.stringify({
       schemaVersion: 2,
       mediaType: "application/vnd.oci.image.index.v1+json",
