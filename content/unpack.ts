@@ -791,7 +791,7 @@ async function lockBundle(dir: string): Promise<Deno.FsFile> {
   } catch (error) {
     // a file where the bundle (or one of its parents) should be
     if (error instanceof Deno.errors.AlreadyExists || error instanceof Deno.errors.NotADirectory) {
-      throw new InvalidArgumentError(`cannot unpack into ${dir}: not a directory`, {
+      throw new InvalidArgumentError(`cannot unpack into ${dir}: ${dir} is not a directory`, {
         cause: error,
       });
     }

@@ -131,6 +131,13 @@ export function resumableStream(
   // A byte stream: default readers get chunks of up to 1 MiB, while BYOB readers fill buffers of
   // their own, so a consumer that reuses one buffer allocates nothing per chunk (fresh 1 MiB
   // chunks cost 4 parallel 128 MiB downloads twice the time and 70 MB more RSS, in garbage).
+  // Deno stops a fetch body on abort only while its Response object is alive, and only the body
+  // is kept: once the Response is garbage, an aborted download would run on to its end. So the
+  // read in flight is cancelled here, and every read checks the signal.
+  const { signal } = options;
+  const onAbort = () => void reader.cancel(signal!.reason);
+  signal?.addEventListener("abort", onAbort, { once: true });
+  const stopListening = () => signal?.removeEventListener("abort", onAbort);
   return new ReadableStream({
     type: "bytes",
     autoAllocateChunkSize: CHUNK_SIZE,
@@ -148,8 +155,9 @@ export function resumableStream(
         let count: number;
         try {
           ({ buffer: scratch, count } = await reader.read(scratch, 0, Math.min(CHUNK_SIZE, want)));
+          signal?.throwIfAborted();
         } catch (error) {
-          if (options.signal?.aborted) throw options.signal.reason;
+          if (signal?.aborted) throw signal.reason;
           scratch = new Uint8Array(CHUNK_SIZE);
           if (filled > 0) {
             // hand on what arrived, so that progress is never lost twice
@@ -165,6 +173,7 @@ export function resumableStream(
           if (skip <= 0 && (size === undefined || end >= size)) {
             if (filled > 0) handOn();
             giveBack();
+            stopListening();
             controller.close();
             if (filled === 0) request.respond(0); // a pending read is answered at the end
             return;
@@ -190,6 +199,7 @@ export function resumableStream(
       }
     },
     cancel(reason) {
+      stopListening();
       // no giveBack: a read in flight may still fill the scratch buffer
       return reader.cancel(reason);
     },

@@ -308,30 +308,38 @@ Deno.test("dist fetch resumes a blob after the process was killed", async () => 
   });
 });
 
-Deno.test("Ctrl-C stops dist fetch with 130 and keeps the ingest to resume", async () => {
-  await withSlowImage(async (ref, layer, root) => {
-    const child = spawnDist(["fetch", "--root", root, "--json", ref]);
-    await child.stdin.close();
-    const reader = await waitForEvent(
-      child,
-      (e) => e.digest === layer && e.status === "downloading" && (e.offset ?? 0) > 0,
-    );
-    child.kill("SIGINT");
-    const [status, stderr] = await Promise.all([
-      child.status,
-      new Response(child.stderr).text(),
-      reader.cancel(),
-    ]);
-    assert.equal(status.code, 130, stderr);
-    assert.match(stderr, /interrupted: partial downloads stay in the store/);
-    assert.equal(blobExists(root, layer), false);
-    assert.ok((await ingestOffset(root, `layer-${layer}`)) > 0);
-    assert.deepEqual(JSON.parse(await Deno.readTextFile(`${root}/index.json`)).manifests, []);
-    const rerun = await runDist(["fetch", "--root", root, "-q", ref]);
-    assert.equal(rerun.code, 0, rerun.stderr);
-    assert.equal(blobExists(root, layer), true);
+for (
+  const [signal, code, offset] of [
+    ["SIGINT", 130, 1],
+    // what `timeout` and a cancelled CI job send, here a second into the download
+    ["SIGTERM", 143, 8 << 20],
+  ] as const
+) {
+  Deno.test(`${signal} stops dist fetch with ${code} and keeps the ingest to resume`, async () => {
+    await withSlowImage(async (ref, layer, root) => {
+      const child = spawnDist(["fetch", "--root", root, "--json", ref]);
+      await child.stdin.close();
+      const reader = await waitForEvent(
+        child,
+        (e) => e.digest === layer && e.status === "downloading" && (e.offset ?? 0) >= offset,
+      );
+      child.kill(signal);
+      const [status, stderr] = await Promise.all([
+        child.status,
+        new Response(child.stderr).text(),
+        reader.cancel(),
+      ]);
+      assert.equal(status.code, code, stderr);
+      assert.match(stderr, /interrupted: partial downloads stay in the store/);
+      assert.equal(blobExists(root, layer), false);
+      assert.ok((await ingestOffset(root, `layer-${layer}`)) > 0);
+      assert.deepEqual(JSON.parse(await Deno.readTextFile(`${root}/index.json`)).manifests, []);
+      const rerun = await runDist(["fetch", "--root", root, "-q", ref]);
+      assert.equal(rerun.code, 0, rerun.stderr);
+      assert.equal(blobExists(root, layer), true);
+    });
   });
-});
+}
 
 Deno.test("dist fetch on a terminal redraws live progress lines", async () => {
   await requireTool("script");

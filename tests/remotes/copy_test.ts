@@ -287,3 +287,38 @@ Deno.test("fetchImage() stops on abort and leaves no partial blob", async () => 
     assert.equal(await store.has(image.layers[0].digest), true);
   });
 });
+
+Deno.test("fetchImage() stops mid-blob on abort, seconds into the download", async () => {
+  await withSetup(async (registry, store, client) => {
+    const big = compressLayer(randomBytes(20 << 20), "none");
+    const image = await pushImage(registry.url, "abort/slow", { layers: [big], tag: "v1" });
+    const proxy = await startFaultProxy(registry.url, { bytesPerSecond: 4 << 20 });
+    const controller = new AbortController();
+    let offsetAtAbort = 0;
+    try {
+      await assertRejects(
+        () =>
+          fetchImage(client, store, `${proxy.host}/abort/slow:v1`, {
+            signal: controller.signal,
+            onProgress: (e) => {
+              if (e.kind !== "layer" || e.status !== "downloading") return;
+              // garbage, as a busy process makes: the collector runs and takes the Response
+              for (let i = 0; i < 16; i++) new Uint8Array(1 << 20);
+              if ((e.offset ?? 0) >= 6 << 20 && !controller.signal.aborted) {
+                offsetAtAbort = e.offset!;
+                controller.abort(new Error("stop"));
+              }
+            },
+          }),
+        Error,
+        "stop",
+      );
+    } finally {
+      await proxy.stop();
+    }
+    assert.ok(offsetAtAbort > 0);
+    assert.equal(await store.has(image.layers[0].digest), false);
+    const [ingest] = await store.listStatuses();
+    assert.ok(ingest.offset < 20 << 20, `stopped at ${ingest.offset}, not at the end`);
+  });
+});
