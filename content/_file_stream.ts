@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { InvalidArgumentError } from "./errors.ts";
+import { InvalidArgumentError, NotFoundError } from "./errors.ts";
 
 const CHUNK = 1 << 20;
 
@@ -42,6 +42,10 @@ export async function openFileStream(path: string): Promise<ReadableStream<Uint8
   try {
     file = await Deno.open(path, { read: true });
   } catch (error) {
+    // a missing input is "not found" (exit 3), as a missing image or blob is
+    if (error instanceof Deno.errors.NotFound) {
+      throw new NotFoundError(`cannot read ${path}: no such file or directory`, { cause: error });
+    }
     throw fileError(`cannot read ${path}`, error);
   }
   try {
@@ -56,8 +60,9 @@ export async function openFileStream(path: string): Promise<ReadableStream<Uint8
 }
 
 /**
- * Writes `stream` to `path` through a temporary file beside it that is renamed over `path` once
- * everything was written, so a failed or interrupted write leaves no partial file at `path`.
+ * Writes `stream` to `path` through a temporary file beside it that is flushed to disk and then
+ * renamed over `path`, so a failed or interrupted write, or a crash, leaves no partial file at
+ * `path`.
  */
 export async function writeFileAtomic(
   path: string,
@@ -92,14 +97,23 @@ export async function writeFileAtomic(
       await reader.cancel(error).catch(() => {});
       throw error;
     }
+    // flushed before the rename, else a crash could leave `path` renamed but empty or partial
+    await file.syncData();
     file.close();
     open = false;
     await Deno.rename(temp, path);
+    await syncDirectory(dir === "" ? "." : dir); // makes the rename itself durable
   } catch (error) {
     if (open) file.close();
     await Deno.remove(temp).catch(() => {});
     throw error;
   }
+}
+
+/** Flushes a directory's entries (a rename into it) to disk. */
+export async function syncDirectory(path: string): Promise<void> {
+  using dir = await Deno.open(path, { read: true });
+  await dir.sync();
 }
 
 /**

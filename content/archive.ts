@@ -360,7 +360,7 @@ export interface ImportEvent {
 
 /** Options of {@link importArchive}. */
 export interface ImportOptions {
-  /** Stops the import; nothing is recorded. */
+  /** Stops the import, also while it waits for input; nothing is recorded. */
   signal?: AbortSignal;
   /** Called for each blob of the archive. */
   onProgress?: (event: ImportEvent) => void;
@@ -419,9 +419,10 @@ export async function importArchive(
     options.signal?.throwIfAborted();
     const found = await imagesOf(store, contents);
     options.signal?.throwIfAborted();
-    const images = new Images(store.root);
-    const records: ImageRecord[] = [];
-    for (const [name, target] of found.named) records.push(await images.put(name, target));
+    // one change of index.json, after every name was checked: all images are recorded or none
+    const records = await new Images(store.root).putAll(
+      [...found.named].map(([name, target]) => ({ name, target })),
+    );
     return { format: found.format, records, unnamed: found.unnamed };
   } finally {
     await lease.release();
@@ -465,8 +466,13 @@ async function readArchive(
   const contents = new ArchiveContents();
   const seen = new Set<string>();
   let entries = 0;
+  // The signal also ends a read that waits for input (a stalled pipe), so that an import stopped
+  // there discards the ingest it has open instead of hanging until a second Ctrl-C kills it.
+  const input = options.signal
+    ? source.pipeThrough(new TransformStream(), { signal: options.signal })
+    : source;
   try {
-    for await (const entry of readTar(source)) {
+    for await (const entry of readTar(input)) {
       entries++;
       await readEntry(store, entry, contents, seen, options);
     }

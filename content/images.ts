@@ -29,6 +29,7 @@ import { isDigest, parseDigest } from "./digest.ts";
 import { CorruptContentError, InvalidArgumentError, NotFoundError } from "./errors.ts";
 import { storedDescriptor } from "./image_graph.ts";
 import type { Store } from "./store.ts";
+import { syncDirectory } from "./_file_stream.ts";
 // Reference parsing is pure (no network): record names are image references.
 import { formatReference, parseReference } from "../remotes/reference.ts";
 
@@ -107,31 +108,28 @@ export class Images {
 
   /** Binds `name` to `target`, replacing any record of that name; returns the record. */
   async put(name: string, target: Descriptor): Promise<ImageRecord> {
-    if (!NAME.test(name)) {
-      throw new InvalidArgumentError(`invalid image name ${JSON.stringify(name)}`);
-    }
-    if (!isDigest(target.digest)) {
-      throw new InvalidArgumentError(`invalid digest ${JSON.stringify(target.digest)}`);
-    }
-    const entry: Descriptor = {
-      mediaType: target.mediaType,
-      digest: target.digest,
-      size: target.size,
-      ...(target.platform ? { platform: target.platform } : {}),
-      annotations: {
-        ...target.annotations,
-        [IMAGE_NAME_ANNOTATION]: name,
-        [REF_NAME_ANNOTATION]: name,
-      },
-    };
+    return (await this.putAll([{ name, target }]))[0];
+  }
+
+  /**
+   * Binds each record's name to its target, replacing any record of that name, in one change of
+   * `index.json`: all are written or none. Every name and digest is checked first and an invalid
+   * one throws {@link InvalidArgumentError}. Of two records with one name the later wins.
+   * Returns the records as stored.
+   */
+  async putAll(records: ImageRecord[]): Promise<ImageRecord[]> {
+    const entries = records.map(({ name, target }) => ({ name, entry: recordEntry(name, target) }));
+    if (entries.length === 0) return [];
     await this.#update((index) => {
-      // keep one entry per name, in place, so skopeo never sees the name twice
-      const at = index.manifests.findIndex((m) => holdsName(m, name));
-      index.manifests = index.manifests.filter((m) => !holdsName(m, name));
-      index.manifests.splice(at < 0 ? index.manifests.length : at, 0, entry);
+      for (const { name, entry } of entries) {
+        // keep one entry per name, in place, so skopeo never sees the name twice
+        const at = index.manifests.findIndex((m) => holdsName(m, name));
+        index.manifests = index.manifests.filter((m) => !holdsName(m, name));
+        index.manifests.splice(at < 0 ? index.manifests.length : at, 0, entry);
+      }
       return true;
     });
-    return { name, target: stripNames(entry) };
+    return entries.map(({ name, entry }) => ({ name, target: stripNames(entry) }));
   }
 
   /** Removes the record named `name`; {@link NotFoundError} when there is none. */
@@ -198,6 +196,7 @@ export class Images {
         await file.sync();
       }
       await Deno.rename(temp, `${this.#root}/index.json`);
+      await syncDirectory(this.#root); // the rename is durable only once the directory is
     } catch (error) {
       await Deno.remove(temp).catch(() => {});
       throw error;
@@ -233,6 +232,27 @@ export async function findImage(store: Store, name: string): Promise<FoundImage>
 
 function notFound(name: string): NotFoundError {
   return new NotFoundError(`image ${NAME.test(name) ? name : JSON.stringify(name)} not found`);
+}
+
+/** The `index.json` entry of a record; {@link InvalidArgumentError} for a bad name or digest. */
+function recordEntry(name: string, target: Descriptor): Descriptor {
+  if (!NAME.test(name)) {
+    throw new InvalidArgumentError(`invalid image name ${JSON.stringify(name)}`);
+  }
+  if (!isDigest(target.digest)) {
+    throw new InvalidArgumentError(`invalid digest ${JSON.stringify(target.digest)}`);
+  }
+  return {
+    mediaType: target.mediaType,
+    digest: target.digest,
+    size: target.size,
+    ...(target.platform ? { platform: target.platform } : {}),
+    annotations: {
+      ...target.annotations,
+      [IMAGE_NAME_ANNOTATION]: name,
+      [REF_NAME_ANNOTATION]: name,
+    },
+  };
 }
 
 function emptyIndex(): IndexFile {

@@ -324,3 +324,116 @@ Deno.test("dist export --help and dist import --help describe their flags", asyn
   assert.match(main.stdout, /\n {2}export +write images/);
   assert.match(main.stdout, /\n {2}import +read a docker-archive/);
 });
+
+/** Writes a tar archive of `entries` to `path`. */
+async function writeArchive(path: string, entries: Parameters<typeof writeTar>[0]): Promise<void> {
+  await Deno.writeFile(path, new Uint8Array(await new Response(writeTar(entries)).arrayBuffer()));
+}
+
+Deno.test("dist import of an archive with one invalid image name exits 2 and records no image", async () => {
+  await withTempDir(async (dir) => {
+    const text = (s: string) => new TextEncoder().encode(s);
+    const layer = await buildLayer({ "hello": "hello\n" }, "none");
+    const config = text(JSON.stringify({
+      os: "linux",
+      architecture: "amd64",
+      rootfs: { type: "layers", diff_ids: [layer.diffId] },
+    }));
+    const manifest = text(JSON.stringify({
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      config: {
+        mediaType: "application/vnd.oci.image.config.v1+json",
+        digest: digestOf(config),
+        size: config.length,
+      },
+      layers: [{
+        mediaType: layer.mediaType,
+        digest: digestOf(layer.bytes),
+        size: layer.bytes.length,
+      }],
+    }));
+    // two index.json entries name one manifest; the valid name comes first
+    const named = (name: string) => ({
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      digest: digestOf(manifest),
+      size: manifest.length,
+      annotations: { "org.opencontainers.image.ref.name": name },
+    });
+    const blob = (bytes: Uint8Array) => ({
+      header: { name: `blobs/sha256/${digestOf(bytes).slice(7)}` },
+      body: bytes,
+    });
+    const archive = `${dir}/h1.tar`;
+    await writeArchive(archive, [
+      { header: { name: "oci-layout" }, body: text('{"imageLayoutVersion":"1.0.0"}') },
+      {
+        header: { name: "index.json" },
+        body: text(JSON.stringify({
+          schemaVersion: 2,
+          manifests: [named("example.com/good:v1"), named("bad name")],
+        })),
+      },
+      blob(manifest),
+      blob(config),
+      blob(layer.bytes),
+    ]);
+    const root = `${dir}/root`;
+    const imported = await runDist(["import", "--root", root, archive, "-q"]);
+    assert.equal(imported.code, 2);
+    assert.equal(imported.stderr, 'dist: invalid image name "bad name"\n');
+    assert.equal(imported.stdout, "");
+    const images = await runDist(["images", "--root", root, "-q"]);
+    assert.equal(images.code, 0, images.stderr);
+    assert.equal(images.stdout, "");
+  });
+});
+
+Deno.test("dist import stopped by Ctrl-C while its input stalls leaves no ingest", async () => {
+  await withTempDir(async (dir) => {
+    const root = `${dir}/root`;
+    // an older docker-archive (layers at <id>/layer.tar, no digest known in advance), of which
+    // the pipe delivers the first layer and part of the second, then nothing more
+    const layers = [
+      await buildLayer({ "a.txt": "a\n" }, "none"),
+      await buildLayer({ "b.bin": new Uint8Array(200_000) }, "none"),
+    ];
+    const archive = new Uint8Array(
+      await new Response(writeTar([
+        { header: { name: "aaa/layer.tar" }, body: layers[0].bytes },
+        { header: { name: "bbb/layer.tar" }, body: layers[1].bytes },
+      ])).arrayBuffer(),
+    );
+    const store = await Store.open(root);
+    const child = spawnDist(["import", "--root", root, "-q", "-"]);
+    const stdin = child.stdin.getWriter();
+    try {
+      await stdin.write(archive.subarray(0, 1024 + layers[0].bytes.length + 50_000));
+      // the second layer's ingest is open: the first layer is in the store, one ingest is listed
+      const first = digestOf(layers[0].bytes);
+      for (let i = 0; !(await store.has(first)) || (await store.listStatuses()).length === 0; i++) {
+        assert.ok(i < 500, "dist import never started the second layer");
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      child.kill("SIGINT");
+      // a user whose Ctrl-C did nothing presses it again, which exits at once
+      const again = setTimeout(() => child.kill("SIGINT"), 10_000);
+      const { code, stderr } = await child.output();
+      clearTimeout(again);
+      assert.equal(code, 130);
+      const active = await runDist(["active", "--root", root, "--json"]); // one line an ingest
+      assert.equal(active.code, 0, active.stderr);
+      assert.equal(active.stdout, "");
+      assert.deepEqual(await store.listStatuses(), []);
+      assert.equal(decoder.decode(stderr), "dist: import interrupted\n");
+    } finally {
+      try {
+        child.kill("SIGKILL"); // only if a failed assertion left it running
+      } catch {
+        // it has exited
+      }
+      await stdin.close().catch(() => {});
+      await child.status;
+    }
+  });
+});

@@ -5,6 +5,7 @@ import { digestOf } from "../../content/digest.ts";
 import {
   CorruptContentError,
   DigestMismatchError,
+  InvalidArgumentError,
   NotFoundError,
   UnsafeEntryError,
 } from "../../content/errors.ts";
@@ -376,6 +377,34 @@ Deno.test("importArchive() refuses an archive that misses a blob its index needs
   });
 });
 
+Deno.test("importArchive() records no image when one of the archive's names is invalid", async () => {
+  await withStores(async (store) => {
+    const { entries } = await ociEntries("unused");
+    const manifest = entries[2].body as Uint8Array;
+    const entry = (name: string) => ({
+      mediaType: OCI_MANIFEST,
+      digest: digestOf(manifest),
+      size: manifest.length,
+      annotations: { "org.opencontainers.image.ref.name": name },
+    });
+    // two entries naming one manifest: a good name first, so that writing records one at a
+    // time would keep it
+    const index = json({
+      schemaVersion: 2,
+      manifests: [entry("example.com/good:v1"), entry("bad name")],
+    });
+    const twoNames = entries.map((e) =>
+      e.header.name === "index.json" ? file("index.json", index) : e
+    );
+    const error = await assertRejects(
+      () => importArchive(store, tarOf(twoNames)),
+      InvalidArgumentError,
+    );
+    assert.equal(error.message, 'invalid image name "bad name"');
+    assert.deepEqual(await new Images(store.root).list(), []);
+  });
+});
+
 /** A docker-archive as docker save wrote it before Docker 25: `<id>/layer.tar`, `<hex>.json`. */
 async function legacyDockerArchive(): Promise<{ entries: TarWriteEntry[]; diffIds: string[] }> {
   const base = await layerTar({ "etc/os-release": "ID=test\n" });
@@ -493,5 +522,41 @@ Deno.test("importArchive() prefers manifest.json over an OCI part that lacks the
       new TextDecoder().decode(await store.readBytes(result.records[0].target.digest)),
     );
     assert.deepEqual(stored.layers.map((l: Descriptor) => l.digest), [digestOf(layer)]);
+  });
+});
+
+Deno.test("importArchive() leaves no ingest of an older docker-archive it did not finish", async () => {
+  await withStores(async (store) => {
+    const { entries } = await legacyDockerArchive();
+    const archive = await bytesOf(tarOf(entries));
+    // cut in the middle of bbb/layer.tar: aaa/layer.tar is committed, bbb's ingest is open
+    const header = new TextDecoder("latin1").decode(archive).indexOf("bbb/layer.tar");
+    const cut = archive.subarray(0, header + 512 + 100);
+    await assertRejects(
+      () => importArchive(store, new Blob([cut]).stream()),
+      CorruptContentError,
+      "unexpected end of data in bbb/layer.tar",
+    );
+    assert.deepEqual(await store.listStatuses(), []);
+
+    // aborted while the input stalls in bbb/layer.tar (a pipe nobody writes to): nothing but the
+    // signal can end the wait
+    const controller = new AbortController();
+    const stalled = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(cut.slice());
+      },
+      pull: () => new Promise(() => {}),
+    });
+    const imported = importArchive(store, stalled, { signal: controller.signal });
+    // waits until aaa/layer.tar is committed and the one open ingest is bbb's
+    const base = digestOf(entries[2].body as Uint8Array);
+    while (!(await store.has(base)) || (await store.listStatuses()).length === 0) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    controller.abort(new Error("stop here"));
+    await assert.rejects(imported, /stop here/);
+    assert.deepEqual(await store.listStatuses(), []);
+    assert.deepEqual(await new Images(store.root).list(), []);
   });
 });
