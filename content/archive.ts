@@ -399,7 +399,9 @@ const MAX_LINK_DEPTH = 16;
  *
  * In a docker-archive, `manifest.json` decides what the images are, as for `docker load`: an
  * image whose manifest is also in the OCI part keeps that manifest (and so its digest); for
- * others an OCI manifest is built from the config and layer blobs.
+ * others an OCI manifest is built from the config and layer blobs. A name already recorded as an
+ * image index that lists the imported manifest keeps that record: a docker-archive holds one
+ * platform of the image, and replacing the index would lose the others.
  *
  * Throws {@link UnsafeEntryError} for entries that could point outside the archive,
  * {@link DigestMismatchError} for a blob that differs from the digest it is named by, and
@@ -419,14 +421,31 @@ export async function importArchive(
     options.signal?.throwIfAborted();
     const found = await imagesOf(store, contents);
     options.signal?.throwIfAborted();
+    const images = new Images(store.root);
+    const current = new Map((await images.list()).map((r) => [r.name, r.target]));
+    const kept: ImageRecord[] = [];
+    const changed: ImageRecord[] = [];
+    for (const [name, target] of found.named) {
+      // A docker-archive holds one platform of an image: where the record is the image's index
+      // listing that platform, keep it, or the next prune would drop the other platforms.
+      const index = current.get(name);
+      if (index && (await indexLists(store, index, target.digest))) {
+        kept.push({ name, target: index });
+      } else changed.push({ name, target });
+    }
     // one change of index.json, after every name was checked: all images are recorded or none
-    const records = await new Images(store.root).putAll(
-      [...found.named].map(([name, target]) => ({ name, target })),
-    );
+    const records = [...kept, ...(await images.putAll(changed))];
     return { format: found.format, records, unnamed: found.unnamed };
   } finally {
     await lease.release();
   }
+}
+
+/** Whether `index` is an image index in the store that lists the manifest `digest`. */
+async function indexLists(store: Store, index: Descriptor, digest: Digest): Promise<boolean> {
+  if (kindOf(index) !== "index" || !(await store.has(index.digest))) return false;
+  const bytes = await store.readBytes(index.digest, { maxSize: MAX_MANIFEST_SIZE });
+  return parseIndex(bytes, index).manifests.some((m) => m.digest === digest);
 }
 
 /** A regular file of the archive, now a blob in the store. */

@@ -197,6 +197,19 @@ Deno.test("exportImages() writes one platform of a multi-platform image into a d
   });
 });
 
+Deno.test("importArchive() of one platform keeps the record of the index that lists it", async () => {
+  await withStores(async (store) => {
+    const { index } = await putMultiPlatform(store);
+    const name = "127.0.0.1:5000/multi:v1";
+    const archive = await exportImages(store, [name], {
+      platform: { os: "linux", architecture: "arm64" },
+    });
+    const result = await importArchive(store, archive);
+    assert.deepEqual(result.records, [{ name, target: index }]);
+    assert.deepEqual((await new Images(store.root).get(name)).target, index);
+  });
+});
+
 Deno.test("exportImages() keeps the whole index in an OCI archive and importArchive() records it", async () => {
   await withStores(async (source, target) => {
     const { index, amd, arm } = await putMultiPlatform(source);
