@@ -374,7 +374,7 @@ class FetchJob {
         this.#emit("exists", node);
         return;
       }
-      throw error;
+      throw naming(error, node);
     }
     this.#emit("done", { ...node, offset: descriptor.size });
   }
@@ -442,6 +442,18 @@ class FetchJob {
       chunks.release();
     }
   }
+}
+
+/**
+ * An OS error (a full disk, a lost permission) with the blob it happened to named: "no space
+ * left on device" alone does not say what was being written. Other errors already say.
+ */
+function naming(error: unknown, node: GraphNode): unknown {
+  // Deno's OS errors end in "(os error N)"; some have a class of their own, others (ENOSPC) not
+  if (!(error instanceof Error) || !/ \(os error \d+\)$/.test(error.message)) return error;
+  const message = error.message[0].toLowerCase() + error.message.slice(1);
+  const what = `${node.kind} ${node.descriptor.digest}`;
+  return new Error(`cannot store ${what}: ${message}`, { cause: error });
 }
 
 /** Read buffers, reused from blob to blob: 1 MiB each, at most one per running download. */
