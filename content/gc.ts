@@ -7,6 +7,10 @@
  * process that commits blobs before recording them (a fetch) holds a shared lease; collection
  * takes the lease exclusively, so it never sweeps a blob a running fetch is about to record.
  *
+ * A record whose own index or manifest is missing reaches nothing, so collecting then would
+ * sweep every blob of an image that is still recorded: collection refuses instead. (A missing
+ * manifest below an index is normal: a fetch stores only the platforms it was asked for.)
+ *
  * @example
  * ```ts
  * import { Store } from "./store.ts";
@@ -18,10 +22,11 @@
  *
  * @module
  */
+import type { Descriptor } from "./descriptor.ts";
 import type { Digest } from "./digest.ts";
-import { LockedError, NotFoundError } from "./errors.ts";
+import { CorruptContentError, LockedError, NotFoundError } from "./errors.ts";
 import { walkImage } from "./image_graph.ts";
-import { Images } from "./images.ts";
+import { IMAGE_NAME_ANNOTATION, Images, REF_NAME_ANNOTATION } from "./images.ts";
 import type { Info, Status, Store } from "./store.ts";
 
 /** Options of {@link collectGarbage}. */
@@ -45,6 +50,44 @@ export interface GcResult {
   bytes: number;
   /** How many blobs are reachable and stay. */
   kept: number;
+}
+
+/** What the image records of a store reach; see {@link imageUses}. */
+export interface ImageUses {
+  /** Each blob in the store that a record reaches, with the name of one record reaching it. */
+  blobs: Map<Digest, string>;
+  /** Records whose own index or manifest is not in the store, so they reach nothing. */
+  missing: { name: string; digest: Digest }[];
+}
+
+/**
+ * Walks every root in `index.json` (every platform, attestations included) and reports which
+ * blobs in `store` each reaches, and which records lack their own top descriptor. A root without
+ * a name (another tool's entry) goes by its digest.
+ */
+export async function imageUses(store: Store): Promise<ImageUses> {
+  const blobs = new Map<Digest, string>();
+  const missing: ImageUses["missing"] = [];
+  for (const root of await new Images(store.root).roots()) {
+    const name = rootName(root);
+    if (!(await store.has(root.digest))) {
+      missing.push({ name, digest: root.digest });
+      continue;
+    }
+    // a second name for content already walked reaches nothing new
+    if (blobs.has(root.digest)) continue;
+    for await (const entry of walkImage(store, root)) {
+      const digest = entry.descriptor.digest;
+      if (entry.present && !blobs.has(digest)) blobs.set(digest, name);
+    }
+  }
+  return { blobs, missing };
+}
+
+/** The name an `index.json` entry goes by (as {@link Images.list} reads it), else its digest. */
+function rootName(root: Descriptor): string {
+  return root.annotations?.[IMAGE_NAME_ANNOTATION] ?? root.annotations?.[REF_NAME_ANNOTATION] ??
+    root.digest;
 }
 
 /** A shared hold on the store that keeps garbage collection out; see {@link acquireLease}. */
@@ -81,7 +124,9 @@ export async function acquireLease(root: string): Promise<Lease> {
 
 /**
  * Removes blobs no image record reaches, and with `ingestsOlderThan` stale ingests. Throws
- * {@link LockedError} while a fetch holds a lease on the store.
+ * {@link LockedError} while a fetch holds a lease on the store, and {@link CorruptContentError},
+ * removing nothing, while a record's own index or manifest is missing from the store (see
+ * {@link ImageUses.missing}).
  */
 export async function collectGarbage(store: Store, options: GcOptions = {}): Promise<GcResult> {
   using file = await Deno.open(leasePath(store.root), { read: true, write: true, create: true });
@@ -91,10 +136,17 @@ export async function collectGarbage(store: Store, options: GcOptions = {}): Pro
     );
   }
   try {
-    const reachable = new Set<Digest>();
-    const roots = await new Images(store.root).roots();
-    for await (const entry of walkImage(store, roots)) {
-      if (entry.present) reachable.add(entry.descriptor.digest);
+    const { blobs: reachable, missing } = await imageUses(store);
+    if (missing.length > 0) {
+      const what = missing.map((m) => `${m.name} (${m.digest})`).join(", ");
+      const [images, lacks, it, record] = missing.length === 1
+        ? ["image", "lacks its", "it", "the record"]
+        : ["images", "lack their", "them", "the records"];
+      throw new CorruptContentError(
+        `cannot collect garbage in ${store.root}: ${images} ${what} ${lacks} own manifest or ` +
+          `index, so collecting would remove the rest; fetch ${it} again or remove ${record} ` +
+          `(dist images rm NAME)`,
+      );
     }
     const blobs: Info[] = [];
     let bytes = 0;

@@ -1,20 +1,43 @@
 import assert from "node:assert/strict";
-import { acquireLease, collectGarbage } from "../../content/gc.ts";
+import { acquireLease, collectGarbage, imageUses } from "../../content/gc.ts";
 import { Store } from "../../content/store.ts";
 import { Images } from "../../content/images.ts";
 import { digestOf } from "../../content/digest.ts";
-import { LockedError } from "../../content/errors.ts";
+import { type Descriptor, MediaType } from "../../content/descriptor.ts";
+import { CorruptContentError, LockedError } from "../../content/errors.ts";
+import { writeBlob } from "../../content/write_blob.ts";
 import { fetchImage } from "../../remotes/copy.ts";
 import { RegistryClient } from "../../remotes/client.ts";
 import { startRegistry } from "../_helpers/registry.ts";
 import { buildLayer, pushAttestation, pushImage, pushIndex } from "../_helpers/images.ts";
 import { withTempDir } from "../_helpers/temp.ts";
 import { assertRejects } from "../_helpers/rejects.ts";
+import { seededBytes } from "../_helpers/bytes.ts";
 
 async function stored(store: Store): Promise<Set<string>> {
   const digests = new Set<string>();
   for await (const info of store.list()) digests.add(info.digest);
   return digests;
+}
+
+/** Commits `bytes` to the store and returns its descriptor. */
+async function putBlob(store: Store, mediaType: string, bytes: Uint8Array): Promise<Descriptor> {
+  const digest = digestOf(bytes);
+  await writeBlob(store, `blob-${digest}`, [bytes], { digest, size: bytes.length });
+  return { mediaType, digest, size: bytes.length };
+}
+
+/** A one-layer image (manifest, config, layer) written straight into the store, unrecorded. */
+async function storeImage(store: Store, seed: number) {
+  const json = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
+  const config = await putBlob(store, MediaType.ociConfig, json({ os: "linux", seed }));
+  const layer = await putBlob(store, MediaType.ociLayerGzip, seededBytes(100, seed));
+  const manifest = await putBlob(
+    store,
+    MediaType.ociManifest,
+    json({ schemaVersion: 2, mediaType: MediaType.ociManifest, config, layers: [layer] }),
+  );
+  return { manifest, config, layer };
 }
 
 /** Two images sharing a base layer, fetched (all platforms) into a fresh store. */
@@ -118,5 +141,96 @@ Deno.test("collectGarbage() refuses to run while a fetch holds a lease", async (
       await other.release();
     }
     assert.deepEqual((await collectGarbage(store)).blobs, []);
+  });
+});
+
+Deno.test("imageUses() names a record for each blob it reaches", async () => {
+  await withTempDir(async (dir) => {
+    const store = await Store.open(dir);
+    const a = await storeImage(store, 1);
+    const b = await storeImage(store, 2);
+    const stray = await putBlob(store, MediaType.ociLayer, seededBytes(10, 3));
+    const images = new Images(store.root);
+    await images.put("r/a:v1", a.manifest);
+    await images.put("r/b:v1", b.manifest);
+    await images.put("r/b:again", b.manifest); // a second name reaches nothing new
+    const uses = await imageUses(store);
+    assert.deepEqual(
+      [...uses.blobs].sort(),
+      [
+        [a.manifest.digest, "r/a:v1"],
+        [a.config.digest, "r/a:v1"],
+        [a.layer.digest, "r/a:v1"],
+        [b.manifest.digest, "r/b:v1"],
+        [b.config.digest, "r/b:v1"],
+        [b.layer.digest, "r/b:v1"],
+      ].sort(),
+    );
+    assert.ok(!uses.blobs.has(stray.digest));
+    assert.deepEqual(uses.missing, []);
+  });
+});
+
+Deno.test("collectGarbage() refuses, deleting nothing, while a record's own manifest is missing", async () => {
+  await withTempDir(async (dir) => {
+    const store = await Store.open(dir);
+    const a = await storeImage(store, 1);
+    const b = await storeImage(store, 2);
+    await putBlob(store, MediaType.ociLayer, seededBytes(10, 3)); // garbage
+    const images = new Images(store.root);
+    await images.put("r/a:v1", a.manifest);
+    await images.put("r/b:v1", b.manifest);
+    await store.delete(a.manifest.digest);
+    assert.deepEqual((await imageUses(store)).missing, [
+      { name: "r/a:v1", digest: a.manifest.digest },
+    ]);
+    const before = await stored(store);
+    for (const dryRun of [true, false]) {
+      const error = await assertRejects(
+        () => collectGarbage(store, { dryRun }),
+        CorruptContentError,
+        `image r/a:v1 (${a.manifest.digest})`,
+      );
+      assert.match(error.message, /dist images rm/);
+      assert.doesNotMatch(error.message, /r\/b:v1/);
+    }
+    assert.deepEqual(await stored(store), before, "nothing removed");
+    // once the record goes, its config and layer are garbage like any other
+    await images.remove("r/a:v1");
+    const result = await collectGarbage(store);
+    assert.equal(result.blobs.length, 3);
+    assert.deepEqual(
+      await stored(store),
+      new Set([b.manifest, b.config, b.layer].map((d) => d.digest)),
+    );
+  });
+});
+
+Deno.test("collectGarbage() keeps an index record whose other platforms were never fetched", async () => {
+  await withTempDir(async (dir) => {
+    const store = await Store.open(dir);
+    const amd64 = await storeImage(store, 1);
+    const arm64 = await storeImage(store, 2);
+    await store.delete(arm64.manifest.digest); // the platform a fetch skipped
+    const entries = [
+      { ...amd64.manifest, platform: { os: "linux", architecture: "amd64" } },
+      { ...arm64.manifest, platform: { os: "linux", architecture: "arm64" } },
+    ];
+    const index = await putBlob(
+      store,
+      MediaType.ociIndex,
+      new TextEncoder().encode(JSON.stringify({ schemaVersion: 2, manifests: entries })),
+    );
+    await new Images(store.root).put("r/multi:v1", index);
+    const result = await collectGarbage(store);
+    // arm64's config and layer are there without their manifest: nothing reaches them
+    assert.deepEqual(
+      result.blobs.map((b) => b.digest).sort(),
+      [arm64.config.digest, arm64.layer.digest].sort(),
+    );
+    assert.deepEqual(
+      await stored(store),
+      new Set([index, amd64.manifest, amd64.config, amd64.layer].map((d) => d.digest)),
+    );
   });
 });
