@@ -19,7 +19,7 @@ import {
 } from "./remotes/reference.ts";
 import type { Descriptor } from "./content/descriptor.ts";
 import { shortDigest } from "./content/digest.ts";
-import { collectGarbage } from "./content/gc.ts";
+import { collectGarbage, imageUses } from "./content/gc.ts";
 import { resolveManifest, summarizeImage } from "./content/image_graph.ts";
 import { findImage, Images } from "./content/images.ts";
 import { parsePlatform } from "./content/platform.ts";
@@ -71,7 +71,8 @@ const ROOT_FLAG: FlagSpec = {
   name: "root",
   type: "string",
   value: "DIR",
-  description: "store root (default: $DIST_ROOT, else $XDG_DATA_HOME/dist)",
+  description: "store root (default: $DIST_ROOT, else $XDG_DATA_HOME/dist, else " +
+    "~/.local/share/dist)",
 };
 
 /** The flags a command takes: its own, `--root` unless it never opens the store, and `--help`. */
@@ -140,7 +141,7 @@ const encoder = new TextEncoder();
 const out = {
   /** Writes one line to stdout. */
   line(text: string): void {
-    writeAll(Deno.stdout, encoder.encode(text + "\n"));
+    writeStdout(encoder.encode(text + "\n"));
   },
   /** Writes one compact JSON object a line to stdout. */
   json(value: unknown): void {
@@ -148,7 +149,7 @@ const out = {
   },
   /** Writes raw bytes to stdout. */
   bytes(bytes: Uint8Array): void {
-    writeAll(Deno.stdout, bytes);
+    writeStdout(bytes);
   },
   /** Writes a diagnostic line to stderr, prefixed `dist: `. */
   error(text: string): void {
@@ -164,7 +165,7 @@ const out = {
     const format = (row: string[]) =>
       row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]))).join("  ");
     const lines = [format(header), ...rows.map(format)];
-    writeAll(Deno.stdout, encoder.encode(lines.join("\n") + "\n"));
+    writeStdout(encoder.encode(lines.join("\n") + "\n"));
   },
 };
 
@@ -182,6 +183,22 @@ function oneLine(text: string): string {
 function writeAll(file: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
   let offset = 0;
   while (offset < bytes.length) offset += file.writeSync(bytes.subarray(offset));
+}
+
+/**
+ * Writes to stdout; a failure says it was stdout ("no space left on device" alone could be the
+ * store). A closed pipe stays a BrokenPipe error: report() decides what that means.
+ */
+function writeStdout(bytes: Uint8Array): void {
+  try {
+    writeAll(Deno.stdout, bytes);
+  } catch (error) {
+    if (!(error instanceof Error) || error instanceof Deno.errors.BrokenPipe) throw error;
+    const reason = error.message.replace(/ \(os error \d+\)[^]*$/, "");
+    throw new Error(`cannot write to stdout: ${reason.charAt(0).toLowerCase()}${reason.slice(1)}`, {
+      cause: error,
+    });
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -287,6 +304,8 @@ async function registryClient(ctx: Context): Promise<RegistryClient> {
         throw new UsageError("--password-stdin conflicts with --user USER:PASSWORD");
       }
       password = (await new Response(Deno.stdin.readable).text()).replace(/\r?\n$/, "");
+      // nothing piped in (`< /dev/null`, an unset CI secret): not a password to send
+      if (password === "") throw new UsageError("empty password on stdin");
     }
     if (username === "" || password === undefined) {
       throw new UsageError("--user needs USER:PASSWORD, or USER with --password-stdin");
@@ -307,10 +326,12 @@ async function registryClient(ctx: Context): Promise<RegistryClient> {
   });
 }
 
-/** `fetch-object` arguments: `REF` or the seed's `LOCATOR OBJECT [HINT...]`. */
+/** `fetch-object` arguments: `REF [HINT...]` or the seed's `LOCATOR OBJECT [HINT...]`. */
 function objectArguments(ctx: Context): { ref: Reference; mediaType?: string; size?: number } {
   expectArgs(ctx, 1);
-  const [first, object, ...hints] = ctx.args;
+  const [first, ...hints] = ctx.args;
+  // an OBJECT is a tag or a digest, neither of which can start like a hint
+  const object = hints.length && !/^(mediatype|size):/.test(hints[0]) ? hints.shift() : undefined;
   const ref = object === undefined ? parseReference(first) : parseObjectReference(first, object);
   let mediaType: string | undefined;
   let size: number | undefined;
@@ -581,6 +602,12 @@ function* stdinChunks(): Generator<Uint8Array> {
   }
 }
 
+/**
+ * How commands that only read open the store: they create nothing, and a store that does not
+ * exist yet reads as empty (`dist list --root /typo` must not leave a store at /typo).
+ */
+const READ_ONLY = { create: false };
+
 /** Validates every argument as a digest before anything touches the store. */
 function digestArguments(ctx: Context): Digest[] {
   expectArgs(ctx, 1);
@@ -652,7 +679,7 @@ const COMMANDS: Command[] = [
     flags: [{ name: "json", type: "boolean", description: "print one JSON object a line" }],
     async run(ctx) {
       expectArgs(ctx, 0, 0);
-      const statuses = await (await Store.open(ctx.root())).listStatuses();
+      const statuses = await (await Store.open(ctx.root(), READ_ONLY)).listStatuses();
       if (boolFlag(ctx, "json")) {
         if (statuses.length) out.line(statuses.map((s) => JSON.stringify(s)).join("\n"));
         return;
@@ -680,7 +707,7 @@ const COMMANDS: Command[] = [
     ],
     async run(ctx) {
       expectArgs(ctx, 0, 0);
-      const store = await Store.open(ctx.root());
+      const store = await Store.open(ctx.root(), READ_ONLY);
       const infos = (await Array.fromAsync(store.list()))
         .sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0));
       if (boolFlag(ctx, "quiet") || boolFlag(ctx, "json")) {
@@ -702,7 +729,7 @@ const COMMANDS: Command[] = [
     flags: [{ name: "quiet", short: "q", type: "boolean", description: "print paths only" }],
     async run(ctx) {
       const digests = digestArguments(ctx);
-      const store = await Store.open(ctx.root());
+      const store = await Store.open(ctx.root(), READ_ONLY);
       return await forEachReporting(digests, async (digest) => {
         await store.info(digest); // not found: exit 3
         const path = store.blobPath(digest);
@@ -715,11 +742,28 @@ const COMMANDS: Command[] = [
     aliases: ["rm"],
     usage: "[flags] DIGEST...",
     summary: "delete committed blobs, printing each digest deleted",
-    flags: [],
+    flags: [
+      {
+        name: "force",
+        type: "boolean",
+        description: "also delete blobs an image record uses (the image breaks)",
+      },
+    ],
     async run(ctx) {
       const digests = digestArguments(ctx);
       const store = await Store.open(ctx.root());
+      // A blob a record uses (a manifest, a layer) would leave that image broken, so it goes
+      // only with --force. One walk of the records serves every digest given.
+      const users = boolFlag(ctx, "force")
+        ? new Map<Digest, string>()
+        : (await imageUses(store)).blobs;
       return await forEachReporting(digests, async (digest) => {
+        const image = users.get(digest);
+        if (image !== undefined) {
+          throw new Error(
+            `cannot delete ${digest}: image ${image} uses it (--force deletes it anyway)`,
+          );
+        }
         await store.delete(digest);
         out.line(digest);
       });
@@ -807,7 +851,7 @@ const COMMANDS: Command[] = [
     name: "fetch-object",
     storeless: true,
     streamsData: true,
-    usage: "[flags] REF | LOCATOR OBJECT [mediatype:TYPE] [size:N]",
+    usage: "[flags] (REF | LOCATOR OBJECT) [mediatype:TYPE] [size:N]",
     summary: "write one manifest or blob from a registry to stdout, raw and verified",
     flags: REGISTRY_FLAGS,
     async run(ctx) {
@@ -919,16 +963,17 @@ const COMMANDS: Command[] = [
       { name: "quiet", short: "q", type: "boolean", description: "print names only" },
     ],
     async run(ctx) {
-      const store = await Store.open(ctx.root());
+      const remove = ctx.args[0] === "rm";
+      const store = await Store.open(ctx.root(), remove ? {} : READ_ONLY);
       const images = new Images(store.root);
-      if (ctx.args[0] === "rm") {
+      if (remove) {
         if (ctx.args.length < 2) throw new UsageError("images rm needs at least one NAME");
-        for (const name of ctx.args.slice(1)) {
+        // like delete: one missing name neither hides nor stops the others
+        return await forEachReporting(ctx.args.slice(1), async (name) => {
           const record = await images.find(name);
           await images.remove(record.name);
           if (!boolFlag(ctx, "quiet")) out.line(`removed ${record.name}`);
-        }
-        return;
+        });
       }
       expectArgs(ctx, 0, 0);
       const rows: string[][] = [];
@@ -951,6 +996,7 @@ const COMMANDS: Command[] = [
       if (!boolFlag(ctx, "quiet") && !boolFlag(ctx, "json")) {
         out.table(["NAME", "DIGEST", "SIZE", "PLATFORMS"], rows);
       }
+      return 0;
     },
   },
   // ---- archive commands (export, import) ----
@@ -1004,7 +1050,7 @@ const COMMANDS: Command[] = [
         throw new UsageError("refusing to write an archive to a terminal: redirect stdout");
       }
       return interruptible("export interrupted", async (signal) => {
-        const store = await Store.open(ctx.root());
+        const store = await Store.open(ctx.root(), READ_ONLY);
         const archive = await exportImages(store, ctx.args, {
           format: format as ArchiveFormat,
           platform,
@@ -1086,16 +1132,30 @@ Usage: dist COMMAND [flags] [args]
 Commands:
 ${list}
 
-Run "dist COMMAND --help" for a command's flags.
+Run "dist COMMAND --help" or "dist help COMMAND" for a command's flags.
 Exit codes: 0 success, 1 failure, 2 usage error, 3 not found, 4 authentication refused.
 `;
+}
+
+/**
+ * The store root from `--root`, else the environment. An empty one is refused: it would resolve
+ * to the current directory and scatter a store there.
+ */
+function storeRoot(flag: string | undefined): string {
+  if (flag === "") throw new UsageError('invalid --root ""');
+  if (flag !== undefined) return flag;
+  let env: string | undefined;
+  try {
+    env = Deno.env.get("DIST_ROOT");
+  } catch { /* no --allow-env for it: defaultRoot() treats it as unset */ }
+  if (env === "") throw new UsageError('invalid DIST_ROOT ""');
+  return defaultRoot();
 }
 
 /** Maps an error to an exit code and prints it as one line. */
 function report(error: unknown, command?: Command): number {
   if (error instanceof UsageError) {
-    out.error(error.message);
-    out.error(`run "dist ${command ? command.name + " " : ""}--help" for usage`);
+    out.error(`${error.message} (see dist ${command ? command.name + " " : ""}--help)`);
     return 2;
   }
   if (error instanceof DistError) {
@@ -1129,9 +1189,15 @@ function report(error: unknown, command?: Command): number {
 /** Runs `dist` with `argv` and returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+  if (name === undefined) {
+    // no command is a usage error: the help goes to stderr, not into a pipe
+    writeAll(Deno.stderr, encoder.encode(mainHelp()));
+    return 2;
+  }
+  if (name === "help" && rest.length > 0) return await main([...rest, "--help"]); // dist help list
+  if (name === "--help" || name === "-h" || name === "help") {
     out.line(mainHelp().trimEnd());
-    return name === undefined ? 2 : 0;
+    return 0;
   }
   if (name === "--version" || name === "version") {
     out.line("dist 0.1.0");
@@ -1139,8 +1205,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const command = COMMANDS.find((c) => c.name === name || c.aliases?.includes(name));
   if (!command) {
-    out.error(`unknown command ${JSON.stringify(name)}`);
-    out.error(`run "dist --help" for the list of commands`);
+    out.error(`unknown command ${JSON.stringify(name)} (see dist --help)`);
     return 2;
   }
   try {
@@ -1149,11 +1214,10 @@ export async function main(argv: string[]): Promise<number> {
       out.line(commandHelp(command).trimEnd());
       return 0;
     }
-    const ctx: Context = {
-      flags,
-      args,
-      root: () => (flags.root as string | undefined) ?? defaultRoot(),
-    };
+    if (flags.quiet === true && flags.json === true) {
+      throw new UsageError("-q/--quiet and --json cannot be used together");
+    }
+    const ctx: Context = { flags, args, root: () => storeRoot(flags.root as string | undefined) };
     return (await command.run(ctx)) ?? 0;
   } catch (error) {
     return report(error, command);

@@ -110,6 +110,16 @@ export interface WriterOptions {
   deferMetadata?: boolean;
 }
 
+/** Options of {@link Store.open}. */
+export interface OpenOptions {
+  /**
+   * Create the layout when it is missing (default true). False suits readers that must leave no
+   * trace, such as `dist list`: a missing root then reads as an empty store, and the store is
+   * not for writing.
+   */
+  create?: boolean;
+}
+
 /** Options of {@link Store.read}. */
 export interface ReadOptions {
   /** Start reading at this byte (default 0). */
@@ -358,17 +368,26 @@ export class Store {
     this.#ingests = `${root}/ingest`;
   }
 
-  /** Opens the store at `root`, creating the OCI layout and `ingest/` on first use. */
+  /**
+   * Opens the store at `root`, creating the OCI layout and `ingest/` on first use. With
+   * `create: false` nothing is created: a missing root reads as an empty store.
+   */
   // deno-lint-ignore require-await
-  static async open(root: string): Promise<Store> {
+  static async open(root: string, options: OpenOptions = {}): Promise<Store> {
     // small local calls, made synchronously (see _lock.ts): every command opens the store
     const store = new Store(resolve(root));
+    const create = options.create ?? true;
     try {
-      Deno.mkdirSync(`${store.#blobs}/sha256`, { recursive: true });
-      Deno.mkdirSync(store.#ingests, { recursive: true });
-      createFileOnce(`${store.root}/oci-layout`, OCI_LAYOUT);
-      createFileOnce(`${store.root}/index.json`, EMPTY_INDEX);
+      if (create) {
+        Deno.mkdirSync(`${store.#blobs}/sha256`, { recursive: true });
+        Deno.mkdirSync(store.#ingests, { recursive: true });
+        createFileOnce(`${store.root}/oci-layout`, OCI_LAYOUT);
+        createFileOnce(`${store.root}/index.json`, EMPTY_INDEX);
+      } else if (!Deno.statSync(store.root).isDirectory) {
+        throw new Deno.errors.NotADirectory(store.root);
+      }
     } catch (error) {
+      if (!create && isNotFound(error)) return store; // no store yet: empty
       if (error instanceof Deno.errors.NotCapable) throw error; // the CLI names the permission
       const reason =
         error instanceof Deno.errors.NotADirectory || error instanceof Deno.errors.AlreadyExists
@@ -706,8 +725,12 @@ export class Store {
   /** The ingest directory names under `ingest/`. */
   async #ingestNames(): Promise<string[]> {
     const names: string[] = [];
-    for await (const entry of Deno.readDir(this.#ingests)) {
-      if (entry.isDirectory && INGEST_NAME.test(entry.name)) names.push(entry.name);
+    try {
+      for await (const entry of Deno.readDir(this.#ingests)) {
+        if (entry.isDirectory && INGEST_NAME.test(entry.name)) names.push(entry.name);
+      }
+    } catch (error) {
+      if (!isNotFound(error)) throw error; // no ingest/ (a store opened without creating it)
     }
     return names;
   }

@@ -41,7 +41,8 @@ export interface WriteBlobOptions {
 /**
  * Writes the blob that `source` yields under the ingest `ref`, verifies its size and digest and
  * commits it. Returns the blob's info; content that is already in the store (also when another
- * writer of `ref` commits it while this one waits) is a success and `source` is not read.
+ * writer of `ref` commits it while this one waits) is a success and `source` is not read, unless
+ * its size differs from `size`: then it throws `SizeMismatchError` naming both sizes.
  *
  * `source` yields the whole blob from its first byte, and cannot seek: when the ingest resumes
  * a write that was interrupted at offset N, the first N bytes from `source` are read and dropped
@@ -62,7 +63,18 @@ export async function writeBlob(
   if (!Number.isSafeInteger(size) || size < 0) {
     throw new InvalidArgumentError(`invalid size ${size}: want a whole number of bytes`);
   }
-  if (await store.has(digest)) return await store.info(digest);
+  // Content already stored is a success only at the expected size: a wrong size is the
+  // caller's mistake, which must not pass unnoticed just because the digest exists.
+  const stored = async () => {
+    const info = await store.info(digest);
+    if (info.size !== size) {
+      throw new SizeMismatchError(
+        `cannot commit ${ref}: expected size ${size}, but ${digest} is stored with size ${info.size}`,
+      );
+    }
+    return info;
+  };
+  if (await store.has(digest)) return await stored();
   let writer;
   try {
     writer = await store.writer(ref, {
@@ -72,7 +84,7 @@ export async function writeBlob(
       signal,
     });
   } catch (error) {
-    if (error instanceof AlreadyExistsError) return await store.info(digest);
+    if (error instanceof AlreadyExistsError) return await stored();
     throw error;
   }
   try {
@@ -99,7 +111,7 @@ export async function writeBlob(
     try {
       return await writer.commit(size, digest);
     } catch (error) {
-      if (error instanceof AlreadyExistsError) return await store.info(digest);
+      if (error instanceof AlreadyExistsError) return await stored();
       if (error instanceof DigestMismatchError || error instanceof SizeMismatchError) {
         await writer.discard(); // the bytes were bad: resuming them cannot help
       }

@@ -120,7 +120,10 @@ export interface ResolveOptions {
 export interface ResolveObjectOptions {
   /** The object's media type if known (the seed's `mediatype:` hint). */
   mediaType?: string;
-  /** The object's size if known (a `size:` hint); saves a request for blobs. */
+  /**
+   * The object's size if known (a `size:` hint): saves a request for blobs, and a manifest of
+   * another size is refused.
+   */
   size?: number;
   /** Aborts the requests. */
   signal?: AbortSignal;
@@ -251,9 +254,21 @@ export class RegistryClient {
 
   /**
    * Resolves an object the way the seed's `fetch-object` names it: a tag or a digest, with an
-   * optional media type. A digest that is no manifest is looked up as a blob.
+   * optional media type. A digest that is no manifest is looked up as a blob. A `size` the
+   * registry contradicts throws {@link SizeMismatchError} before anything is fetched.
    */
   async resolveObject(ref: Reference, options: ResolveObjectOptions = {}): Promise<Descriptor> {
+    const desc = await this.#resolveObject(ref, options);
+    if (options.size !== undefined && desc.size !== options.size) {
+      throw new SizeMismatchError(
+        `cannot fetch ${formatReference(ref)}: expected size ${options.size}, the registry ` +
+          `has ${desc.size} bytes`,
+      );
+    }
+    return desc;
+  }
+
+  async #resolveObject(ref: Reference, options: ResolveObjectOptions): Promise<Descriptor> {
     const { mediaType, signal } = options;
     const manifestish = (type: string) =>
       isManifestType(type) || isIndexType(type) || isSchema1Type(type);
@@ -263,6 +278,7 @@ export class RegistryClient {
           `cannot fetch ${formatReference(ref)} as ${mediaType}: a blob is named by its digest`,
         );
       }
+      // a blob's size hint saves the HEAD request; fetching then verifies the size
       if (options.size !== undefined) return { mediaType, digest: ref.digest, size: options.size };
       return { ...(await this.#statBlob(ref, ref.digest, signal)), mediaType };
     }

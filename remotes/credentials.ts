@@ -207,22 +207,31 @@ export async function runCredentialHelper(
   }
   const program = `docker-credential-${helper}`;
   const serverUrl = registry === DOCKER_HUB ? DOCKER_HUB_CONFIG_KEY : registry;
-  let output: Deno.CommandOutput;
+  let child: Deno.ChildProcess;
   try {
-    const child = new Deno.Command(program, {
+    child = new Deno.Command(program, {
       args: ["get"],
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
     }).spawn();
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error; // the CLI names the permission
+    // the local configuration names a helper that cannot run: no registry refused anything
+    const why = error instanceof Deno.errors.NotFound
+      ? "it is not installed"
+      : (error as Error).message;
+    throw new CorruptContentError(`cannot get credentials for ${registry} from ${program}: ${why}`);
+  }
+  try {
     const writer = child.stdin.getWriter();
     await writer.write(new TextEncoder().encode(serverUrl));
     await writer.close();
-    output = await child.output();
   } catch (error) {
-    const why = error instanceof Deno.errors.NotFound ? "it is not installed" : String(error);
-    throw new UnauthorizedError(`cannot get credentials for ${registry} from ${program}: ${why}`);
+    // a helper may exit without reading stdin: its exit status and reply decide below
+    if (!(error instanceof Deno.errors.BrokenPipe)) throw error;
   }
+  const output = await child.output();
   const stdout = new TextDecoder().decode(output.stdout);
   if (!output.success) {
     if (/credentials not found/i.test(stdout)) return undefined;

@@ -299,7 +299,7 @@ Deno.test("dist export and import report usage errors and missing images", async
     const badFormat = await runDist(["export", "--root", root, "--format", "tgz", "-o", "x", "a"]);
     assert.equal(badFormat.code, 2);
     const noFile = await runDist(["import", "--root", root, `${dir}/absent.tar`]);
-    assert.equal(noFile.code, 1);
+    assert.equal(noFile.code, 3); // a missing input file is not found
     assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["root"]);
   });
 });

@@ -4,7 +4,7 @@
  * code, and the store is left as it was.
  */
 import assert from "node:assert/strict";
-import { runDist } from "../_helpers/cli.ts";
+import { distCommandLine, runDist } from "../_helpers/cli.ts";
 import { startFaultProxy } from "../_helpers/fault_proxy.ts";
 import { withRegistry } from "../_helpers/registry.ts";
 import { layerOf, writeImageLayout } from "../_helpers/layout.ts";
@@ -46,9 +46,9 @@ async function listing(root: string): Promise<string[]> {
   return found.sort();
 }
 
-/** Asserts one stderr line (plus the usage hint for usage errors) that contains `text`. */
+/** Asserts one stderr line that contains `text`. */
 function assertOneLine(stderr: string, text: string): void {
-  const lines = stderr.trimEnd().split("\n").filter((l) => !l.includes("--help"));
+  const lines = stderr.trimEnd().split("\n");
   assert.equal(lines.length, 1, stderr);
   assert.ok(lines[0].startsWith("dist: "), stderr);
   assert.ok(lines[0].includes(text), `${JSON.stringify(text)} not in ${stderr}`);
@@ -118,7 +118,7 @@ Deno.test("a missing argument says how many the command wants", async () => {
     const result = await runDist([...args]);
     assert.equal(result.code, 2, result.stderr);
     assertOneLine(result.stderr, `missing argument: ${want}`);
-    assert.ok(result.stderr.endsWith(`run "dist ${args[0]} --help" for usage\n`), result.stderr);
+    assert.ok(result.stderr.endsWith(` (see dist ${args[0]} --help)\n`), result.stderr);
   }
 });
 
@@ -140,7 +140,7 @@ Deno.test("dist import of a file that is no tar, or of a directory, says so and 
     assert.equal(directory.code, 2, directory.stderr);
     assertOneLine(directory.stderr, `cannot read ${dir}: it is a directory`);
     const absent = await runDist(["import", "--root", root, `${dir}/absent.tar`]);
-    assert.equal(absent.code, 1, absent.stderr);
+    assert.equal(absent.code, 3, absent.stderr); // not found, as a missing image is
     assertOneLine(absent.stderr, `cannot read ${dir}/absent.tar: no such file or directory`);
     assert.deepEqual(await listing(root), before);
   });
@@ -204,5 +204,78 @@ Deno.test("a --root that is a file, or lies below one, is refused in one line na
       assert.equal(result.stderr, `dist: cannot open the store at ${root}: a file is in the way\n`);
     }
     assert.equal(await Deno.readTextFile(`${dir}/file`), "not a store\n");
+  });
+});
+
+Deno.test("dist images rm goes on past a missing name, removes the rest and exits 3", async () => {
+  await withStore(async (root) => {
+    const result = await runDist(["images", "rm", "--root", root, "r/none:v1", "latest"]);
+    assert.equal(result.code, 3, result.stderr);
+    assertOneLine(result.stderr, "image r/none:v1 not found");
+    assert.equal(result.stdout, "removed latest\n");
+    const listed = await runDist(["images", "-q", "--root", root]);
+    assert.equal(listed.stdout, "");
+  });
+});
+
+Deno.test("-q with --json is a usage error naming both, for every command that has both", async () => {
+  await withStore(async (root, dir) => {
+    const before = await listing(root);
+    for (
+      const args of [
+        ["list"],
+        ["images"],
+        ["import", `${dir}/none.tar`],
+        ["unpack", "latest", `${dir}/bundle`],
+        // 127.0.0.1:9 refuses connections: exit 2 proves the flags were refused first
+        ["fetch", "127.0.0.1:9/app:v1"],
+        ["pull", "127.0.0.1:9/app:v1", `${dir}/bundle`],
+      ]
+    ) {
+      const result = await runDist([...args, "-q", "--json", "--root", root]);
+      assert.equal(result.code, 2, `${args[0]}: ${result.stderr}`);
+      assert.equal(result.stdout, "", args[0]);
+      assertOneLine(result.stderr, "-q/--quiet and --json cannot be used together");
+    }
+    assert.deepEqual(await listing(root), before);
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["store"]);
+  });
+});
+
+Deno.test("usage errors take one line with the help hint; bare dist prints help to stderr", async () => {
+  const flag = await runDist(["list", "--x"]);
+  assert.equal(flag.code, 2);
+  assert.equal(flag.stderr, "dist: unknown flag --x (see dist list --help)\n");
+  const command = await runDist(["nosuch"]);
+  assert.equal(command.code, 2);
+  assert.equal(command.stderr, 'dist: unknown command "nosuch" (see dist --help)\n');
+
+  const bare = await runDist([]);
+  assert.equal(bare.code, 2);
+  assert.equal(bare.stdout, "");
+  assert.match(bare.stderr, /^Usage: dist COMMAND/m);
+
+  const help = await runDist(["help", "list"]);
+  assert.equal(help.code, 0, help.stderr);
+  assert.equal(help.stdout, (await runDist(["list", "--help"])).stdout);
+  assert.match(help.stdout, /^Usage: dist list /m);
+  // the fallback after $XDG_DATA_HOME, as content/root.ts has it
+  assert.match(
+    help.stdout,
+    /--root DIR .*else \$XDG_DATA_HOME\/dist, else ~\/\.local\/share\/dist\)/,
+  );
+});
+
+Deno.test("dist says it was stdout it could not write to", async () => {
+  await withStore(async (root) => {
+    const result = await new Deno.Command("sh", {
+      args: ["-c", `${distCommandLine()} list --root '${root}' > /dev/full`],
+      stderr: "piped",
+    }).output();
+    assert.equal(result.code, 1);
+    assert.equal(
+      new TextDecoder().decode(result.stderr),
+      "dist: cannot write to stdout: no space left on device\n",
+    );
   });
 });

@@ -5,6 +5,9 @@
 import assert from "node:assert/strict";
 import { Store } from "../../content/store.ts";
 import { digestOf } from "../../content/digest.ts";
+import { type Descriptor, MediaType } from "../../content/descriptor.ts";
+import { Images } from "../../content/images.ts";
+import { writeBlob } from "../../content/write_blob.ts";
 import { distCommandLine, runDist, spawnDist } from "../_helpers/cli.ts";
 import { withTempDir } from "../_helpers/temp.ts";
 import { seededBytes } from "../_helpers/bytes.ts";
@@ -26,6 +29,34 @@ async function listDigests(root: string): Promise<string[]> {
   const result = await runDist(["list", "-q", "--root", root]);
   assert.equal(result.code, 0, result.stderr);
   return result.stdout.split("\n").filter((line) => line !== "");
+}
+
+/** Commits `bytes` to the store at `root` and returns its descriptor. */
+async function putBlob(root: string, mediaType: string, bytes: Uint8Array): Promise<Descriptor> {
+  const digest = digestOf(bytes);
+  await writeBlob(await Store.open(root), `blob-${digest}`, [bytes], {
+    digest,
+    size: bytes.length,
+  });
+  return { mediaType, digest, size: bytes.length };
+}
+
+/** A one-layer image (manifest, config, layer) written into the store and recorded as `name`. */
+async function recordImage(root: string, name: string) {
+  const json = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
+  const config = await putBlob(
+    root,
+    MediaType.ociConfig,
+    json({ os: "linux", architecture: "amd64", name }),
+  );
+  const layer = await putBlob(root, MediaType.ociLayerGzip, seededBytes(100, name.length));
+  const manifest = await putBlob(
+    root,
+    MediaType.ociManifest,
+    json({ schemaVersion: 2, mediaType: MediaType.ociManifest, config, layers: [layer] }),
+  );
+  await new Images(root).put(name, manifest);
+  return { manifest, config, layer };
 }
 
 /** Polls `check` until it returns true (or fails after a few seconds). */
@@ -246,6 +277,76 @@ Deno.test("dist path and dist delete go on past absent blobs and exit 3", async 
   });
 });
 
+Deno.test("dist delete refuses a blob an image record uses, unless --force", async () => {
+  await withTempDir(async (root) => {
+    const image = await recordImage(root, "r/app:v1");
+    const stray = await putBlob(root, MediaType.ociLayer, seededBytes(10, 30));
+    const absent = digestOf(seededBytes(10, 31));
+    const { manifest, layer } = image;
+    const refused = await runDist([
+      "delete",
+      "--root",
+      root,
+      manifest.digest,
+      stray.digest,
+      absent,
+      layer.digest,
+    ]);
+    assert.equal(refused.code, 1, "the first failure, the refusal, sets the exit code");
+    assert.equal(refused.stdout, `${stray.digest}\n`, "the other digests are still processed");
+    assert.equal(
+      refused.stderr,
+      `dist: cannot delete ${manifest.digest}: image r/app:v1 uses it (--force deletes it anyway)\n` +
+        `dist: content ${absent} not found\n` +
+        `dist: cannot delete ${layer.digest}: image r/app:v1 uses it (--force deletes it anyway)\n`,
+    );
+    assert.deepEqual(
+      (await listDigests(root)).sort(),
+      [manifest.digest, image.config.digest, layer.digest].sort(),
+    );
+    const images = await runDist(["images", "--root", root]);
+    assert.match(images.stdout, /r\/app:v1\s+\S+\s+[1-9]\d* B\s+linux/, "the image is intact");
+
+    const forced = await runDist(["rm", "--force", "--root", root, manifest.digest]);
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.equal(forced.stdout, `${manifest.digest}\n`);
+    assert.deepEqual((await listDigests(root)).sort(), [image.config.digest, layer.digest].sort());
+    const help = await runDist(["delete", "--help"]);
+    assert.match(help.stdout, /--force/);
+  });
+});
+
+Deno.test("dist prune refuses while a record's manifest is missing, and removes nothing", async () => {
+  await withTempDir(async (root) => {
+    const image = await recordImage(root, "r/app:v1");
+    const kept = await recordImage(root, "r/other:v2");
+    const stray = await putBlob(root, MediaType.ociLayer, seededBytes(10, 32));
+    await (await Store.open(root)).delete(image.manifest.digest);
+    const before = (await listDigests(root)).sort();
+    for (const args of [["--dry-run"], []]) {
+      const prune = await runDist(["prune", "--root", root, ...args]);
+      assert.equal(prune.code, 1, prune.stderr);
+      assert.equal(prune.stdout, "");
+      assert.match(prune.stderr, /^dist: cannot collect garbage in .*: image r\/app:v1 \(sha256:/);
+      assert.match(prune.stderr, /dist images rm/);
+      assert.equal(prune.stderr.split("\n").length, 2, "one line");
+      assert.deepEqual((await listDigests(root)).sort(), before);
+    }
+    // with the broken record gone, what only it reached is garbage
+    assert.equal((await runDist(["images", "rm", "--root", root, "r/app:v1"])).code, 0);
+    const prune = await runDist(["prune", "--root", root]);
+    assert.equal(prune.code, 0, prune.stderr);
+    assert.deepEqual(
+      prune.stdout.trim().split("\n").sort(),
+      [image.config, image.layer, stray].map((d) => `removed blob ${d.digest}`).sort(),
+    );
+    assert.deepEqual(
+      (await listDigests(root)).sort(),
+      [kept.manifest, kept.config, kept.layer].map((d) => d.digest).sort(),
+    );
+  });
+});
+
 Deno.test("dist abort removes ingests; an unknown ref exits 3", async () => {
   await withTempDir(async (root) => {
     const store = await Store.open(root);
@@ -317,5 +418,73 @@ Deno.test("store commands: usage errors exit 2 and every command has --help", as
       assert.equal(help.code, 0);
       assert.match(help.stdout, new RegExp(`Usage: dist ${name} `));
     }
+  });
+});
+
+Deno.test("dist ingest of stored content with another --expected-size exits 1 naming both", async () => {
+  await withTempDir(async (root) => {
+    const bytes = new TextEncoder().encode("hello");
+    assert.equal((await runDist(ingestArgs(root, bytes, "r1"), { stdin: bytes })).code, 0);
+    const args = ingestArgs(root, bytes, "r1");
+    args[args.indexOf("--expected-size") + 1] = "99";
+    const wrong = await runDist(args, { stdin: bytes });
+    assert.equal(wrong.code, 1, wrong.stderr);
+    assert.equal(
+      wrong.stderr,
+      `dist: cannot commit r1: expected size 99, but ${digestOf(bytes)} is stored with size 5\n`,
+    );
+  });
+});
+
+Deno.test("read-only commands read a missing --root as an empty store and create nothing", async () => {
+  await withTempDir(async (dir) => {
+    const root = `${dir}/x/y`;
+    const digest = digestOf(seededBytes(10));
+    for (const args of [["list", "-q"], ["active", "--json"], ["images", "-q"]]) {
+      const result = await runDist([...args, "--root", root]);
+      assert.equal(result.code, 0, `${args[0]}: ${result.stderr}`);
+      assert.equal(result.stdout, "", args[0]);
+    }
+    for (const args of [["path", digest], ["export", "-o", `${dir}/out.tar`, "app:v1"]]) {
+      const result = await runDist([...args, "--root", root]);
+      assert.equal(result.code, 3, `${args[0]}: ${result.stderr}`);
+      assert.match(result.stderr, /^dist: .* not found\n$/);
+    }
+    assert.deepEqual([...Deno.readDirSync(dir)], []);
+    // a command that writes creates the store as before
+    const abort = await runDist(["abort", "--root", root, "none"]);
+    assert.equal(abort.code, 3, abort.stderr);
+    assert.ok((await Deno.stat(`${root}/oci-layout`)).isFile);
+  });
+});
+
+Deno.test("an empty --root or DIST_ROOT is a usage error and leaves the directory alone", async () => {
+  await withTempDir(async (dir) => {
+    for (
+      const [args, env, message] of [
+        [["list", "--root="], {}, 'invalid --root ""'],
+        [["list", "--root", ""], {}, 'invalid --root ""'],
+        [
+          [
+            "ingest",
+            "--expected-digest",
+            digestOf(seededBytes(1)),
+            "--expected-size",
+            "1",
+            "--root=",
+            "r",
+          ],
+          {},
+          'invalid --root ""',
+        ],
+        [["list"], { DIST_ROOT: "" }, 'invalid DIST_ROOT ""'],
+      ] as const
+    ) {
+      const result = await runDist([...args], { cwd: dir, env, stdin: seededBytes(1) });
+      assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
+      assert.ok(result.stderr.startsWith(`dist: ${message}`), result.stderr);
+      assert.equal(result.stderr.split("\n").length, 2, result.stderr);
+    }
+    assert.deepEqual([...Deno.readDirSync(dir)], []);
   });
 });

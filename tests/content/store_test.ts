@@ -670,3 +670,42 @@ Deno.test("an ingest directory holding only data (a writer killed early) starts 
     assert.deepEqual(await ingestDirs(root), []);
   });
 });
+
+Deno.test("Store.open() with create: false reads a missing root as empty and creates nothing", async () => {
+  await withTempDir(async (dir) => {
+    const store = await Store.open(`${dir}/a/b`, { create: false });
+    const digest = digestOf(seededBytes(10));
+    assert.deepEqual(await Array.fromAsync(store.list()), []);
+    assert.deepEqual(await store.listStatuses(), []);
+    assert.equal(await store.has(digest), false);
+    await assert.rejects(() => store.info(digest), NotFoundError);
+    assert.deepEqual([...Deno.readDirSync(dir)], []);
+
+    // an existing store opens as usual; a file in the way is still refused
+    const created = await Store.open(`${dir}/store`);
+    await commitBytes(created, "r", seededBytes(10));
+    const reopened = await Store.open(`${dir}/store`, { create: false });
+    assert.deepEqual((await Array.fromAsync(reopened.list())).map((i) => i.digest), [digest]);
+    await Deno.writeTextFile(`${dir}/file`, "");
+    await assert.rejects(
+      () => Store.open(`${dir}/file`, { create: false }),
+      /cannot open the store at .*\/file: a file is in the way/,
+    );
+  });
+});
+
+Deno.test("writeBlob() of stored content at another size throws SizeMismatchError naming both", async () => {
+  await withTempDir(async (root) => {
+    const store = await Store.open(root);
+    const bytes = seededBytes(5);
+    const digest = digestOf(bytes);
+    await writeBlob(store, "r1", [bytes], { digest, size: 5 });
+    await assert.rejects(
+      () => writeBlob(store, "r1", [bytes], { digest, size: 99 }),
+      (error) =>
+        error instanceof SizeMismatchError &&
+        error.message === `cannot commit r1: expected size 99, but ${digest} is stored with size 5`,
+    );
+    assert.equal((await writeBlob(store, "r1", [bytes], { digest, size: 5 })).size, 5);
+  });
+});
