@@ -26,7 +26,7 @@ import { parsePlatform } from "./content/platform.ts";
 import { Store } from "./content/store.ts";
 import { writeBlob } from "./content/write_blob.ts";
 import { type Digest, parseDigest } from "./content/digest.ts";
-import { unpackImage } from "./content/unpack.ts";
+import { checkBundle, unpackImage } from "./content/unpack.ts";
 import { type ArchiveFormat, exportImages, importArchive } from "./content/archive.ts";
 import { fileStream, openFileStream, writeFileAtomic } from "./content/_file_stream.ts";
 import {
@@ -229,12 +229,6 @@ interface Command {
   streamsData?: boolean;
   /** Returns the exit code (default 0). */
   run(ctx: Context): Promise<number | void>;
-}
-
-/** A bundle DIR argument; an empty one would put the bundle at the file system's root. */
-function bundleDir(dir: string): string {
-  if (dir === "") throw new UsageError(`invalid bundle directory ""`);
-  return dir;
 }
 
 /** Reads a string flag, or undefined when absent. */
@@ -902,12 +896,11 @@ const COMMANDS: Command[] = [
     run(ctx) {
       expectArgs(ctx, 1, 2);
       const ref = parseReference(ctx.args[0]);
-      const dir = bundleDir(
-        ctx.args[1] ?? ref.repository.slice(ref.repository.lastIndexOf("/") + 1),
-      );
+      const dir = ctx.args[1] ?? ref.repository.slice(ref.repository.lastIndexOf("/") + 1);
       const options = fetchFlags(ctx);
       const platform = options.platforms![0];
       return interruptible(RESUMABLE, async (signal) => {
+        await checkBundle(dir); // a DIR unpack would refuse is refused before the download
         const store = await Store.open(ctx.root());
         const client = await registryClient(ctx);
         let result: FetchImageResult;
@@ -939,8 +932,7 @@ const COMMANDS: Command[] = [
     ],
     run(ctx) {
       expectArgs(ctx, 2, 2);
-      const name = ctx.args[0];
-      const dir = bundleDir(ctx.args[1]);
+      const [name, dir] = ctx.args;
       const platformFlag = stringFlag(ctx, "platform");
       const platform = platformFlag ? parsePlatform(platformFlag) : undefined;
       return interruptible("unpack interrupted", async (signal) => {

@@ -673,12 +673,13 @@ interface ManifestJson {
 
 /**
  * Unpacks the image whose manifest is `manifest` into a runtime bundle at `bundleDir`: applies
- * its layers in order into `bundleDir/rootfs` (which must not exist or be empty, and there must be
- * no `bundleDir/config.json`), checking each
- * uncompressed layer against the config's `rootfs.diff_ids`, then writes `bundleDir/config.json`.
- * The layers are unpacked next to the rootfs and renamed into place once all are verified; the
- * bundle is locked meanwhile. On failure nothing is left but what was there before (a
- * `bundleDir` this call created is removed again).
+ * its layers in order into `bundleDir/rootfs`, checking each uncompressed layer against the
+ * config's `rootfs.diff_ids`, then writes `bundleDir/config.json`. The bundle is locked meanwhile
+ * and must be new (see {@link checkBundle}).
+ *
+ * Without a `rootfs`, the layers go into `bundleDir/.rootfs.partial`, renamed to `rootfs` once
+ * all are in and verified; an empty `rootfs` (a mount point, say) is filled in place. On failure
+ * nothing is left but what was there before (a `bundleDir` this call created is removed again).
  */
 export async function unpackImage(
   store: BlobReader,
@@ -686,8 +687,7 @@ export async function unpackImage(
   bundleDir: string,
   options: UnpackImageOptions = {},
 ): Promise<UnpackImageResult> {
-  // "" would otherwise become "/rootfs": the root of the host's file system
-  if (bundleDir === "") throw new InvalidArgumentError(`invalid bundle directory ""`);
+  await checkBundle(bundleDir); // a bundle that cannot be made fails before anything is read
   const manifestJson = parseJson<ManifestJson>(
     await store.readBytes(manifest, { maxSize: MAX_JSON }),
     `manifest ${manifest}`,
@@ -725,13 +725,18 @@ export async function unpackImage(
   const rootfs = dir === "/" ? "/rootfs" : `${dir}/rootfs`;
   const bundleExisted = await Deno.lstat(dir).then(() => true, () => false);
   const bundle = await lockBundle(dir);
-  // Layers go into a directory of their own, renamed to rootfs only once all of them are in and
-  // verified: a failed or killed unpack never leaves a rootfs that looks complete.
+  // A new rootfs is built aside and renamed into place only once every layer is in and verified:
+  // a failed or killed unpack never leaves a rootfs that looks complete.
   const partial = `${dir}/.rootfs.partial`;
+  let inPlace = false;
+  let renamed = false;
   try {
-    await checkBundleIsNew(dir);
-    await removeAll(partial); // left by a killed unpack: we hold the lock, nobody else uses it
-    await Deno.mkdir(partial, { mode: 0o755 });
+    inPlace = await checkBundle(dir);
+    const target = inPlace ? rootfs : partial;
+    if (!inPlace) {
+      await removeAll(partial); // left by a killed unpack: we hold the lock, nobody else uses it
+      await Deno.mkdir(partial, { mode: 0o755 });
+    }
     for (let i = 0; i < layers.length; i++) {
       const layer = layers[i];
       const digest = parseDigest(layer.digest ?? "");
@@ -750,7 +755,7 @@ export async function unpackImage(
       }
       const plain = decompress(compressed, { mediaType: layer.mediaType });
       const result = await applyLayer(
-        partial,
+        target,
         plain.pipeThrough(checkDiffId(diffId, label)),
         options,
       );
@@ -763,16 +768,16 @@ export async function unpackImage(
         bytes: result.bytes,
       });
     }
-    await Deno.rename(partial, rootfs); // replaces an empty rootfs, as checkBundleIsNew allowed
-    try {
-      const configPath = await writeRuntimeConfig(dir, config);
-      return { rootfs, config: configPath, manifest, layers: layers.length };
-    } catch (error) {
-      await removeAll(rootfs);
-      throw error;
+    if (!inPlace) {
+      await Deno.rename(partial, rootfs);
+      renamed = true;
     }
+    const configPath = await writeRuntimeConfig(dir, config);
+    return { rootfs, config: configPath, manifest, layers: layers.length };
   } catch (error) {
-    await removeAll(partial);
+    // back to what was there: an empty rootfs, or none
+    if (inPlace) await emptyDirectory(rootfs);
+    await removeAll(renamed ? rootfs : partial);
     // a bundle directory this call made goes too; one that holds anything else stays
     if (!bundleExisted) await Deno.remove(dir).catch(() => {});
     throw error;
@@ -805,21 +810,35 @@ async function lockBundle(dir: string): Promise<Deno.FsFile> {
   return file;
 }
 
-/** Refuses a bundle that already has a config.json, or a rootfs that is not an empty directory. */
-async function checkBundleIsNew(dir: string): Promise<void> {
-  const config = await Deno.lstat(`${dir}/config.json`).catch(() => undefined);
-  if (config) {
-    throw new AlreadyExistsError(`cannot unpack into ${dir}: ${dir}/config.json exists`);
+/**
+ * Checks that `bundleDir` can take a new bundle: it is not "" (which would put the bundle at the
+ * root of the file system), it has no `config.json`, and its `rootfs`, if any, is an empty
+ * directory. Returns whether that empty `rootfs` exists. Throws {@link InvalidArgumentError} or
+ * {@link AlreadyExistsError}; a missing `bundleDir` is fine.
+ */
+export async function checkBundle(bundleDir: string): Promise<boolean> {
+  if (bundleDir === "") throw new InvalidArgumentError(`invalid bundle directory ""`);
+  const dir = bundleDir.replace(/\/+$/, "") || "/";
+  const prefix = dir === "/" ? "" : dir;
+  if (await Deno.lstat(`${prefix}/config.json`).then(() => true, () => false)) {
+    throw new AlreadyExistsError(`cannot unpack into ${dir}: ${prefix}/config.json exists`);
   }
-  const rootfs = `${dir}/rootfs`;
-  const info = await Deno.lstat(rootfs).catch(() => undefined);
-  if (!info) return;
+  const rootfs = `${prefix}/rootfs`;
+  const info = await Deno.stat(rootfs).catch(() => undefined); // a symlink to a directory is fine
+  if (!info) return false;
   if (!info.isDirectory) {
     throw new InvalidArgumentError(`cannot unpack into ${dir}: ${rootfs} is not a directory`);
   }
   for await (const _ of Deno.readDir(rootfs)) {
     throw new AlreadyExistsError(`cannot unpack into ${dir}: ${rootfs} is not empty`);
   }
+  return true;
+}
+
+/** Removes everything inside `path`, keeping `path` itself (a mount point, say). */
+async function emptyDirectory(path: string): Promise<void> {
+  const names = await Array.fromAsync(Deno.readDir(path), (entry) => entry.name).catch(() => []);
+  await Promise.all(names.map((name) => removeAll(`${path}/${name}`)));
 }
 
 /** Passes bytes through and errors at the end when their digest is not `diffId`. */

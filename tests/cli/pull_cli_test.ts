@@ -178,11 +178,15 @@ Deno.test("dist unpack makes a bundle from the store alone, by name or digest", 
     const exists = (path: string) => Deno.lstat(path).then(() => true, () => false);
     const atRoot = async () => [await exists("/rootfs"), await exists("/config.json")];
     const before = await atRoot();
-    for (const args of [["unpack", "--root", root, web.ref, ""], ["pull", web.ref, ""]]) {
-      const empty = await runDist(args);
+    for (const command of ["unpack", "pull"]) {
+      const empty = await runDist([command, "--root", root, web.ref, ""]);
       assert.equal(empty.code, 2, empty.stderr);
       assert.match(empty.stderr, /^dist: invalid bundle directory ""/);
     }
     assert.deepEqual(await atRoot(), before);
+    // pull refuses a bundle that exists before it downloads: the registry is gone by now
+    const again = await runDist(["pull", "--root", root, web.ref, `${dir}/a`]);
+    assert.equal(again.code, 1, again.stderr);
+    assert.equal(again.stderr, `dist: cannot unpack into ${dir}/a: ${dir}/a/config.json exists\n`);
   });
 });

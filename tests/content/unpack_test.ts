@@ -699,6 +699,23 @@ Deno.test("unpackImage() refuses a bundle another unpack holds and clears a kill
   });
 });
 
+Deno.test("unpackImage() fills an empty rootfs in place, through a symlink too", async () => {
+  await withTempDir(async (tmp) => {
+    const layer = layerOf(await collectTar([{ header: { name: "f" }, body: text("f") }]), "none");
+    const image = await writeImageLayout(`${tmp}/layout`, [layer]);
+    const store = await Store.open(`${tmp}/layout`);
+    // a prepared rootfs (a mount point, say) keeps its inode: it is filled, not replaced
+    await Deno.mkdir(`${tmp}/elsewhere`);
+    await Deno.mkdir(`${tmp}/bundle`);
+    await Deno.symlink(`${tmp}/elsewhere`, `${tmp}/bundle/rootfs`);
+    const inode = (await Deno.stat(`${tmp}/elsewhere`)).ino;
+    await unpackImage(store, image.manifest, `${tmp}/bundle`);
+    assert.equal(await Deno.readTextFile(`${tmp}/elsewhere/f`), "f");
+    assert.equal((await Deno.stat(`${tmp}/bundle/rootfs`)).ino, inode);
+    assert.equal((await Deno.lstat(`${tmp}/bundle/rootfs`)).isSymlink, true);
+  });
+});
+
 Deno.test("unpackImage() names a layer that is missing from the store", async () => {
   await withTempDir(async (tmp) => {
     const layers = [
