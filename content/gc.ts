@@ -56,32 +56,42 @@ export interface GcResult {
 export interface ImageUses {
   /** Each blob in the store that a record reaches, with the name of one record reaching it. */
   blobs: Map<Digest, string>;
-  /** Records whose own index or manifest is not in the store, so they reach nothing. */
-  missing: { name: string; digest: Digest }[];
+  /**
+   * Records whose blobs cannot all be told: their own index or manifest is not in the store, or
+   * a manifest on the way is unreadable (`why` says which).
+   */
+  incomplete: { name: string; digest: Digest; why: string }[];
 }
 
 /**
  * Walks every root in `index.json` (every platform, attestations included) and reports which
- * blobs in `store` each reaches, and which records lack their own top descriptor. A root without
+ * blobs in `store` each reaches, and which records cannot be walked to the end. A root without
  * a name (another tool's entry) goes by its digest.
  */
 export async function imageUses(store: Store): Promise<ImageUses> {
   const blobs = new Map<Digest, string>();
-  const missing: ImageUses["missing"] = [];
+  const incomplete: ImageUses["incomplete"] = [];
   for (const root of await new Images(store.root).roots()) {
     const name = rootName(root);
     if (!(await store.has(root.digest))) {
-      missing.push({ name, digest: root.digest });
+      incomplete.push({ name, digest: root.digest, why: "its own manifest or index is missing" });
       continue;
     }
     // a second name for content already walked reaches nothing new
     if (blobs.has(root.digest)) continue;
-    for await (const entry of walkImage(store, root)) {
-      const digest = entry.descriptor.digest;
-      if (entry.present && !blobs.has(digest)) blobs.set(digest, name);
+    blobs.set(root.digest, name);
+    try {
+      for await (const entry of walkImage(store, root)) {
+        const digest = entry.descriptor.digest;
+        if (entry.present && !blobs.has(digest)) blobs.set(digest, name);
+      }
+    } catch (error) {
+      // one unreadable manifest must not hide what the other records use
+      if (!(error instanceof CorruptContentError)) throw error;
+      incomplete.push({ name, digest: root.digest, why: error.message });
     }
   }
-  return { blobs, missing };
+  return { blobs, incomplete };
 }
 
 /** The name an `index.json` entry goes by (as {@link Images.list} reads it), else its digest. */
@@ -125,8 +135,7 @@ export async function acquireLease(root: string): Promise<Lease> {
 /**
  * Removes blobs no image record reaches, and with `ingestsOlderThan` stale ingests. Throws
  * {@link LockedError} while a fetch holds a lease on the store, and {@link CorruptContentError},
- * removing nothing, while a record's own index or manifest is missing from the store (see
- * {@link ImageUses.missing}).
+ * removing nothing, while a record cannot be walked (see {@link ImageUses.incomplete}).
  */
 export async function collectGarbage(store: Store, options: GcOptions = {}): Promise<GcResult> {
   using file = await Deno.open(leasePath(store.root), { read: true, write: true, create: true });
@@ -136,16 +145,12 @@ export async function collectGarbage(store: Store, options: GcOptions = {}): Pro
     );
   }
   try {
-    const { blobs: reachable, missing } = await imageUses(store);
-    if (missing.length > 0) {
-      const what = missing.map((m) => `${m.name} (${m.digest})`).join(", ");
-      const [images, lacks, it, record] = missing.length === 1
-        ? ["image", "lacks its", "it", "the record"]
-        : ["images", "lack their", "them", "the records"];
+    const { blobs: reachable, incomplete } = await imageUses(store);
+    if (incomplete.length > 0) {
+      const what = incomplete.map((m) => `image ${m.name} (${m.digest}): ${m.why}`).join("; ");
       throw new CorruptContentError(
-        `cannot collect garbage in ${store.root}: ${images} ${what} ${lacks} own manifest or ` +
-          `index, so collecting would remove the rest; fetch ${it} again or remove ${record} ` +
-          `(dist images rm NAME)`,
+        `cannot collect garbage in ${store.root}, as it would remove blobs of images it cannot ` +
+          `walk; fetch them again or remove their records (dist images rm NAME): ${what}`,
       );
     }
     const blobs: Info[] = [];

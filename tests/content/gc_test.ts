@@ -167,7 +167,16 @@ Deno.test("imageUses() names a record for each blob it reaches", async () => {
       ].sort(),
     );
     assert.ok(!uses.blobs.has(stray.digest));
-    assert.deepEqual(uses.missing, []);
+    assert.deepEqual(uses.incomplete, []);
+
+    // an unreadable manifest marks its record incomplete, and hides nothing of the others
+    const bad = await putBlob(store, MediaType.ociManifest, new TextEncoder().encode("not json"));
+    await images.put("r/c:v1", bad);
+    const withBad = await imageUses(store);
+    assert.equal(withBad.blobs.get(bad.digest), "r/c:v1");
+    assert.equal(withBad.blobs.get(b.layer.digest), "r/b:v1");
+    assert.deepEqual(withBad.incomplete.map((m) => [m.name, m.digest]), [["r/c:v1", bad.digest]]);
+    assert.match(withBad.incomplete[0].why, /not JSON/);
   });
 });
 
@@ -181,8 +190,8 @@ Deno.test("collectGarbage() refuses, deleting nothing, while a record's own mani
     await images.put("r/a:v1", a.manifest);
     await images.put("r/b:v1", b.manifest);
     await store.delete(a.manifest.digest);
-    assert.deepEqual((await imageUses(store)).missing, [
-      { name: "r/a:v1", digest: a.manifest.digest },
+    assert.deepEqual((await imageUses(store)).incomplete, [
+      { name: "r/a:v1", digest: a.manifest.digest, why: "its own manifest or index is missing" },
     ]);
     const before = await stored(store);
     for (const dryRun of [true, false]) {
