@@ -2,7 +2,8 @@
  * `dist`: the command line over the library. Parsing, wiring and output only: every subcommand
  * is a few lines over calls into `content/` and `remotes/`.
  *
- * Exit codes: 0 success, 1 failure, 2 usage error, 3 not found, 4 authentication refused.
+ * Exit codes: 0 success, 1 failure, 2 usage error, 3 not found, 4 authentication refused; 130 and
+ * 143 when Ctrl-C or SIGTERM stopped it, 141 when stdout closed before a blob or archive ended.
  *
  * @module
  */
@@ -597,8 +598,8 @@ function* stdinChunks(): Generator<Uint8Array> {
 }
 
 /**
- * How commands that only read open the store: they create nothing, and a store that does not
- * exist yet reads as empty (`dist list --root /typo` must not leave a store at /typo).
+ * How commands that only read or remove open the store: they create nothing, and a store that
+ * does not exist yet reads as empty (`dist list --root /typo` must not leave a store at /typo).
  */
 const READ_ONLY = { create: false };
 
@@ -745,7 +746,7 @@ const COMMANDS: Command[] = [
     ],
     async run(ctx) {
       const digests = digestArguments(ctx);
-      const store = await Store.open(ctx.root());
+      const store = await Store.open(ctx.root(), READ_ONLY);
       // A blob a record uses (a manifest, a layer) would leave that image broken, so it goes
       // only with --force. One walk of the records serves every digest given.
       const users = boolFlag(ctx, "force")
@@ -770,7 +771,7 @@ const COMMANDS: Command[] = [
     flags: [],
     async run(ctx) {
       expectArgs(ctx, 1);
-      const store = await Store.open(ctx.root());
+      const store = await Store.open(ctx.root(), READ_ONLY);
       return await forEachReporting(ctx.args, async (ref) => {
         await store.abort(ref);
         out.line(ref);
@@ -956,7 +957,7 @@ const COMMANDS: Command[] = [
     ],
     async run(ctx) {
       const remove = ctx.args[0] === "rm";
-      const store = await Store.open(ctx.root(), remove ? {} : READ_ONLY);
+      const store = await Store.open(ctx.root(), READ_ONLY);
       const images = new Images(store.root);
       if (remove) {
         if (ctx.args.length < 2) throw new UsageError("images rm needs at least one NAME");
@@ -1125,7 +1126,8 @@ Commands:
 ${list}
 
 Run "dist COMMAND --help" or "dist help COMMAND" for a command's flags.
-Exit codes: 0 success, 1 failure, 2 usage error, 3 not found, 4 authentication refused.
+Exit codes: 0 success, 1 failure, 2 usage error, 3 not found, 4 authentication refused,
+130/143 stopped by Ctrl-C/SIGTERM, 141 stdout closed before a blob or archive ended.
 `;
 }
 

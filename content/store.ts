@@ -57,6 +57,7 @@ import {
   writeSmallFileAtomic,
 } from "./_ingest.ts";
 import { readLockInfo, sleep, tryLockDir, writeLockInfo } from "./_lock.ts";
+import { syncDirectory } from "./_file_stream.ts";
 
 /** A committed blob. */
 export interface Info {
@@ -114,8 +115,7 @@ export interface WriterOptions {
 export interface OpenOptions {
   /**
    * Create the layout when it is missing (default true). False suits readers that must leave no
-   * trace, such as `dist list`: a missing root then reads as an empty store, and the store is
-   * not for writing.
+   * trace, such as `dist list`: a missing root then reads as an empty store (writing to it fails).
    */
   create?: boolean;
 }
@@ -263,16 +263,6 @@ function statusOf(record: IngestRecord): Status {
 function writeAllSync(file: Deno.FsFile, bytes: Uint8Array): void {
   let offset = 0;
   while (offset < bytes.length) offset += file.writeSync(bytes.subarray(offset));
-}
-
-/** Flushes a directory entry (a rename into it) to disk. */
-async function syncDirectory(path: string): Promise<void> {
-  const dir = await Deno.open(path, { read: true });
-  try {
-    await dir.sync();
-  } finally {
-    dir.close();
-  }
 }
 
 /**

@@ -102,20 +102,25 @@ export function resumableStream(
   const size = options.size !== undefined && options.size >= 0 ? options.size : undefined;
 
   const resume = async (why: string, cause?: unknown) => {
-    await reader.cancel();
-    failuresWithoutProgress++;
-    failures.push(`at byte ${position}: ${why}`);
-    if (failuresWithoutProgress >= options.policy.attempts) {
-      throw new RegistryError(
-        `cannot fetch ${options.label}: the transfer failed ${failures.length} times: ` +
-          failures.join("; "),
-        { retryable: true, cause },
-      );
+    try {
+      await reader.cancel();
+      failuresWithoutProgress++;
+      failures.push(`at byte ${position}: ${why}`);
+      if (failuresWithoutProgress >= options.policy.attempts) {
+        throw new RegistryError(
+          `cannot fetch ${options.label}: the transfer failed ${failures.length} times: ` +
+            failures.join("; "),
+          { retryable: true, cause },
+        );
+      }
+      await sleep(backoffDelay(options.policy, failuresWithoutProgress), options.signal);
+      const opened = await options.reopen(position);
+      reader = new ChunkReader(opened.body);
+      bodyAt = opened.start;
+    } catch (error) {
+      stopListening(); // the stream ends with this error: the signal no longer concerns it
+      throw error;
     }
-    await sleep(backoffDelay(options.policy, failuresWithoutProgress), options.signal);
-    const opened = await options.reopen(position);
-    reader = new ChunkReader(opened.body);
-    bodyAt = opened.start;
   };
 
   // Network reads land in this buffer and are copied into the reader's: a BYOB read that fails

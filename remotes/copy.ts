@@ -451,7 +451,8 @@ class FetchJob {
 function naming(error: unknown, node: GraphNode): unknown {
   // Deno's OS errors end in "(os error N)"; some have a class of their own, others (ENOSPC) not
   if (!(error instanceof Error) || !/ \(os error \d+\)$/.test(error.message)) return error;
-  const message = error.message[0].toLowerCase() + error.message.slice(1);
+  const reason = error.message.replace(/ \(os error \d+\)$/, ""); // as cli.ts shows OS errors
+  const message = reason[0].toLowerCase() + reason.slice(1);
   const what = `${node.kind} ${node.descriptor.digest}`;
   return new Error(`cannot store ${what}: ${message}`, { cause: error });
 }

@@ -14,7 +14,6 @@
  */
 import { CorruptContentError, InvalidArgumentError } from "../content/errors.ts";
 import { readEnv } from "../content/root.ts";
-import { UnauthorizedError } from "./errors.ts";
 import { DOCKER_HUB } from "./reference.ts";
 
 /** What a client can present to a registry or its token server. */
@@ -229,13 +228,18 @@ export async function runCredentialHelper(
     await writer.close();
   } catch (error) {
     // a helper may exit without reading stdin: its exit status and reply decide below
-    if (!(error instanceof Deno.errors.BrokenPipe)) throw error;
+    if (!(error instanceof Deno.errors.BrokenPipe)) {
+      child.kill();
+      await child.output().catch(() => {});
+      throw error;
+    }
   }
   const output = await child.output();
   const stdout = new TextDecoder().decode(output.stdout);
+  // A helper that fails or answers nonsense is a local fault (exit 1), not a registry's refusal
   if (!output.success) {
     if (/credentials not found/i.test(stdout)) return undefined;
-    throw new UnauthorizedError(
+    throw new CorruptContentError(
       `cannot get credentials for ${registry} from ${program}: it exited with code ${output.code}`,
     );
   }
@@ -243,7 +247,7 @@ export async function runCredentialHelper(
   try {
     reply = JSON.parse(stdout);
   } catch {
-    throw new UnauthorizedError(
+    throw new CorruptContentError(
       `cannot get credentials for ${registry} from ${program}: its reply is not valid JSON`,
     );
   }

@@ -312,7 +312,7 @@ for (
   const [signal, code, offset] of [
     ["SIGINT", 130, 1],
     // what `timeout` and a cancelled CI job send, here a second into the download
-    ["SIGTERM", 143, 8 << 20],
+    ["SIGTERM", 143, 4 << 20],
   ] as const
 ) {
   Deno.test(`${signal} stops dist fetch with ${code} and keeps the ingest to resume`, async () => {

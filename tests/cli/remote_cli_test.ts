@@ -343,6 +343,19 @@ Deno.test("dist fetch-object credentials: --user, --password-stdin, config.json,
     const missing = await runRaw(["fetch-object", ref], dir);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /docker-credential-missing-helper: it is not installed/);
+    // so is one that fails, or answers something other than JSON
+    await Deno.writeTextFile(
+      `${bin}/docker-credential-broken`,
+      `#!/bin/sh
+echo oops
+exit 3
+`,
+    );
+    await Deno.chmod(`${bin}/docker-credential-broken`, 0o755);
+    await Deno.writeTextFile(`${dir}/docker/config.json`, JSON.stringify({ credsStore: "broken" }));
+    const broken = await runRaw(["fetch-object", ref], dir, { env: { PATH: path } });
+    assert.equal(broken.code, 1, broken.stderr);
+    assert.match(broken.stderr, /docker-credential-broken: it exited with code 3/);
   }, { kind: "htpasswd", user: "dana", password });
 });
 
