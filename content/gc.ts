@@ -15,9 +15,11 @@
  * ```ts
  * import { Store } from "./store.ts";
  * import { collectGarbage } from "./gc.ts";
- * const store = await Store.open(await Deno.makeTempDir());
+ * const root = await Deno.makeTempDir();
+ * const store = await Store.open(root);
  * const result = await collectGarbage(store, { dryRun: true });
  * console.assert(result.blobs.length === 0);
+ * await Deno.remove(root, { recursive: true });
  * ```
  *
  * @module

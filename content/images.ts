@@ -12,7 +12,8 @@
  * ```ts
  * import { Images } from "./images.ts";
  * import { parseDigest } from "./digest.ts";
- * const images = new Images(await Deno.makeTempDir());
+ * const root = await Deno.makeTempDir();
+ * const images = new Images(root);
  * const digest = parseDigest(`sha256:${"0".repeat(64)}`);
  * await images.put("localhost:5000/app:v1", {
  *   mediaType: "application/vnd.oci.image.manifest.v1+json",
@@ -20,6 +21,7 @@
  *   size: 2,
  * });
  * console.assert((await images.get("localhost:5000/app:v1")).target.digest === digest);
+ * await Deno.remove(root, { recursive: true });
  * ```
  *
  * @module

@@ -12,13 +12,15 @@
  * import { Store } from "./store.ts";
  * import { digestOf } from "./digest.ts";
  *
- * const store = await Store.open(await Deno.makeTempDir());
+ * const root = await Deno.makeTempDir();
+ * const store = await Store.open(root);
  * const bytes = new TextEncoder().encode("hello");
  * const digest = digestOf(bytes);
  * const writer = await store.writer(`example-${digest}`, { expected: digest });
  * await writer.write(bytes);
  * const info = await writer.commit(bytes.length, digest);
  * console.assert(info.size === 5 && (await store.readBytes(digest)).length === 5);
+ * await Deno.remove(root, { recursive: true });
  * ```
  *
  * @module

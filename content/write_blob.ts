@@ -8,11 +8,13 @@
  * import { digestOf } from "./digest.ts";
  * import { writeBlob } from "./write_blob.ts";
  *
- * const store = await Store.open(await Deno.makeTempDir());
+ * const root = await Deno.makeTempDir();
+ * const store = await Store.open(root);
  * const bytes = new TextEncoder().encode("hello");
  * const digest = digestOf(bytes);
  * const info = await writeBlob(store, "example", [bytes], { digest, size: bytes.length });
  * console.assert(info.digest === digest);
+ * await Deno.remove(root, { recursive: true });
  * ```
  *
  * @module
