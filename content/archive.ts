@@ -421,20 +421,15 @@ export async function importArchive(
     options.signal?.throwIfAborted();
     const found = await imagesOf(store, contents);
     options.signal?.throwIfAborted();
-    const images = new Images(store.root);
-    const current = new Map((await images.list()).map((r) => [r.name, r.target]));
-    const kept: ImageRecord[] = [];
-    const changed: ImageRecord[] = [];
-    for (const [name, target] of found.named) {
-      // A docker-archive holds one platform of an image: where the record is the image's index
-      // listing that platform, keep it, or the next prune would drop the other platforms.
-      const index = current.get(name);
-      if (index && (await indexLists(store, index, target.digest))) {
-        kept.push({ name, target: index });
-      } else changed.push({ name, target });
-    }
     // one change of index.json, after every name was checked: all images are recorded or none
-    const records = [...kept, ...(await images.putAll(changed))];
+    const records = await new Images(store.root).putAll(
+      [...found.named].map(([name, target]) => ({ name, target })),
+      {
+        // A docker-archive holds one platform of an image: where the record is the image's
+        // index listing that platform, keep it, or the next prune would drop the other platforms.
+        keep: (current, next) => indexLists(store, current.target, next.target.digest),
+      },
+    );
     return { format: found.format, records, unnamed: found.unnamed };
   } finally {
     await lease.release();

@@ -116,22 +116,34 @@ export class Images {
   /**
    * Binds each record's name to its target, replacing any record of that name, in one change of
    * `index.json`: all are written or none. Every name and digest is checked first and an invalid
-   * one throws {@link InvalidArgumentError}. Of two records with one name the later wins.
-   * Returns the records as stored.
+   * one throws {@link InvalidArgumentError}. Of two records with one name the later wins. A
+   * record for which `options.keep(current, next)` resolves true stays as it is; the question is
+   * asked under the records lock, so no other process changes the record meanwhile. Returns the
+   * records as stored.
    */
-  async putAll(records: ImageRecord[]): Promise<ImageRecord[]> {
+  async putAll(records: ImageRecord[], options: PutAllOptions = {}): Promise<ImageRecord[]> {
     const entries = records.map(({ name, target }) => ({ name, entry: recordEntry(name, target) }));
-    if (entries.length === 0) return [];
-    await this.#update((index) => {
+    const stored: ImageRecord[] = [];
+    if (entries.length === 0) return stored;
+    await this.#update(async (index) => {
+      let changed = false;
       for (const { name, entry } of entries) {
-        // keep one entry per name, in place, so skopeo never sees the name twice
         const at = index.manifests.findIndex((m) => holdsName(m, name));
+        const next = { name, target: stripNames(entry) };
+        const current = at < 0 ? undefined : { name, target: stripNames(index.manifests[at]) };
+        if (current && (await options.keep?.(current, next))) {
+          stored.push(current);
+          continue;
+        }
+        // keep one entry per name, in place, so skopeo never sees the name twice
         index.manifests = index.manifests.filter((m) => !holdsName(m, name));
         index.manifests.splice(at < 0 ? index.manifests.length : at, 0, entry);
+        stored.push(next);
+        changed = true;
       }
-      return true;
+      return changed;
     });
-    return entries.map(({ name, entry }) => ({ name, target: stripNames(entry) }));
+    return stored;
   }
 
   /** Removes the record named `name`; {@link NotFoundError} when there is none. */
@@ -177,7 +189,7 @@ export class Images {
    * Reads, changes and replaces `index.json` under the records lock; `change` returns false when
    * it changed nothing, and then nothing is written.
    */
-  async #update(change: (index: IndexFile) => boolean): Promise<void> {
+  async #update(change: (index: IndexFile) => boolean | Promise<boolean>): Promise<void> {
     await Deno.mkdir(this.#root, { recursive: true });
     // the lock file is never removed, so every process locks the same inode
     using lock = await Deno.open(`${this.#root}/index.json.lock`, {
@@ -189,7 +201,7 @@ export class Images {
     const temp = `${this.#root}/.index.json.${crypto.randomUUID()}.tmp`;
     try {
       const index = await this.#read();
-      if (!change(index)) return;
+      if (!(await change(index))) return;
       const bytes = new TextEncoder().encode(JSON.stringify(index, null, 2) + "\n");
       {
         using file = await Deno.open(temp, { write: true, createNew: true, mode: 0o644 });
@@ -206,6 +218,12 @@ export class Images {
       await lock.unlock();
     }
   }
+}
+
+/** Options of {@link Images.putAll}. */
+export interface PutAllOptions {
+  /** Whether the record `current` should stay rather than become `next`. */
+  keep?(current: ImageRecord, next: ImageRecord): boolean | Promise<boolean>;
 }
 
 /** An image to work on: a record, or content named by its digest. */
