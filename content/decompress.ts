@@ -17,6 +17,7 @@
  */
 import type { Transform } from "node:stream";
 import { CorruptContentError } from "./errors.ts";
+import { concatBytes } from "./_bytes.ts";
 
 /** A layer's compression. */
 export type Compression = "gzip" | "zstd" | "none";
@@ -89,7 +90,7 @@ function sniffed(source: ReadableStream<Uint8Array>): ReadableStream<Uint8Array>
           length += value.length;
         }
       }
-      const first = head.length === 1 ? head[0] : concat(head, length);
+      const first = head.length === 1 ? head[0] : concatBytes(head);
       // The bytes read so far, then the rest of the source.
       const replay = new ReadableStream<Uint8Array>({
         start(controller) {
@@ -113,16 +114,6 @@ function sniffed(source: ReadableStream<Uint8Array>): ReadableStream<Uint8Array>
     },
     cancel: (reason) => output ? output.cancel(reason) : reader.cancel(reason),
   }, { highWaterMark: 0 });
-}
-
-function concat(parts: Uint8Array[], length: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
 }
 
 /**

@@ -23,6 +23,7 @@
  * @module
  */
 import { CorruptContentError, InvalidArgumentError, UnsupportedError } from "./errors.ts";
+import { concatBytes } from "./_bytes.ts";
 
 /** What a tar entry is, normalized from its type flag. */
 export type TarEntryType =
@@ -809,14 +810,7 @@ function encodePax(records: [string, Uint8Array][]): Uint8Array {
     record[length - 1] = 0x0a;
     parts.push(record);
   }
-  const total = parts.reduce((n, p) => n + p.length, 0);
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
 
 function writeOctal(block: Uint8Array, start: number, length: number, value: number): void {

@@ -17,36 +17,63 @@ export interface VerifyOptions {
 }
 
 /**
+ * Checks bytes as they arrive against {@link VerifyOptions}: {@link Verifier.update} fails as soon
+ * as there are too many, {@link Verifier.finish} when the total or the digest is wrong. For
+ * readers that are not streams of their own, such as a BYOB read loop.
+ */
+export class Verifier {
+  readonly #options: VerifyOptions;
+  readonly #digester: Digester;
+  #received = 0;
+
+  /** Starts checking content that should match `options`. */
+  constructor(options: VerifyOptions) {
+    this.#options = options;
+    this.#digester = new Digester(digestAlgorithm(options.digest));
+  }
+
+  /** Hashes `chunk`; throws {@link SizeMismatchError} once more bytes came than expected. */
+  update(chunk: Uint8Array): void {
+    this.#received += chunk.byteLength;
+    if (this.#received > this.#options.size) {
+      throw new SizeMismatchError(
+        `cannot verify ${this.#label}: expected size ${this.#options.size}, got more than that`,
+      );
+    }
+    this.#digester.update(chunk);
+  }
+
+  /** Throws {@link SizeMismatchError} or {@link DigestMismatchError} unless all matched. */
+  finish(): void {
+    if (this.#received !== this.#options.size) {
+      throw new SizeMismatchError(
+        `cannot verify ${this.#label}: expected size ${this.#options.size}, got ${this.#received}`,
+      );
+    }
+    const actual = this.#digester.digest();
+    if (actual !== this.#options.digest) {
+      throw new DigestMismatchError(
+        `cannot verify ${this.#label}: expected digest ${this.#options.digest}, got ${actual}`,
+      );
+    }
+  }
+
+  get #label(): string {
+    return this.#options.label ?? this.#options.digest;
+  }
+}
+
+/**
  * Returns a `TransformStream` that passes bytes through unchanged and errors with
  * {@link SizeMismatchError} or {@link DigestMismatchError} when they do not match `options`.
  */
 export function verifyStream(options: VerifyOptions): TransformStream<Uint8Array, Uint8Array> {
-  const digester = new Digester(digestAlgorithm(options.digest));
-  const label = options.label ?? options.digest;
-  let received = 0;
+  const verifier = new Verifier(options);
   return new TransformStream({
     transform(chunk, controller) {
-      received += chunk.byteLength;
-      if (received > options.size) {
-        throw new SizeMismatchError(
-          `cannot verify ${label}: expected size ${options.size}, got more than that`,
-        );
-      }
-      digester.update(chunk);
+      verifier.update(chunk);
       controller.enqueue(chunk);
     },
-    flush() {
-      if (received !== options.size) {
-        throw new SizeMismatchError(
-          `cannot verify ${label}: expected size ${options.size}, got ${received}`,
-        );
-      }
-      const actual = digester.digest();
-      if (actual !== options.digest) {
-        throw new DigestMismatchError(
-          `cannot verify ${label}: expected digest ${options.digest}, got ${actual}`,
-        );
-      }
-    },
+    flush: () => verifier.finish(),
   });
 }

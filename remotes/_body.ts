@@ -4,6 +4,7 @@
  */
 import { RegistryError } from "./errors.ts";
 import { backoffDelay, describeNetworkError, type RetryPolicy, sleep } from "./_retry.ts";
+import { concatBytes } from "../content/_bytes.ts";
 
 /** Chunks handed on are up to this size: fewer, larger writes downstream. */
 const CHUNK_SIZE = 1 << 20;
@@ -231,11 +232,5 @@ export async function readCapped(
     }
     chunks.push(value);
   }
-  const bytes = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return bytes;
+  return concatBytes(chunks);
 }

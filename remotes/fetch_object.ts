@@ -22,8 +22,7 @@ import {
   isManifestType,
   isSchema1Type,
 } from "../content/descriptor.ts";
-import { digestAlgorithm, Digester } from "../content/digest.ts";
-import { DigestMismatchError, SizeMismatchError } from "../content/errors.ts";
+import { Verifier } from "../content/verify.ts";
 import type { RegistryClient } from "./client.ts";
 import { formatReference, type Reference } from "./reference.ts";
 
@@ -69,39 +68,21 @@ export async function fetchObject(
     return desc;
   }
   const { stream } = await client.fetch(ref, desc, { signal });
-  const label = formatReference(ref);
-  const digester = new Digester(digestAlgorithm(desc.digest));
+  const verifier = new Verifier({ ...desc, label: formatReference(ref) });
   const reader = stream.getReader({ mode: "byob" });
   let buffer = new Uint8Array(BUFFER_SIZE);
-  let received = 0;
   try {
     for (;;) {
       const { done, value } = await reader.read(buffer);
       if (done) break;
-      received += value.length;
-      if (received > desc.size) {
-        throw new SizeMismatchError(
-          `cannot verify ${label}: expected size ${desc.size}, got more than that`,
-        );
-      }
+      verifier.update(value);
       await options.write(value);
-      digester.update(value);
       buffer = new Uint8Array(value.buffer as ArrayBuffer); // the read transferred it: reuse
     }
   } catch (error) {
     await reader.cancel().catch(() => {});
     throw error;
   }
-  if (received !== desc.size) {
-    throw new SizeMismatchError(
-      `cannot verify ${label}: expected size ${desc.size}, got ${received}`,
-    );
-  }
-  const actual = digester.digest();
-  if (actual !== desc.digest) {
-    throw new DigestMismatchError(
-      `cannot verify ${label}: expected digest ${desc.digest}, got ${actual}`,
-    );
-  }
+  verifier.finish();
   return desc;
 }
