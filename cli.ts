@@ -8,7 +8,7 @@
  * @module
  */
 import { DistError } from "./content/errors.ts";
-import { defaultRoot } from "./content/root.ts";
+import { defaultRoot } from "./content/store/root.ts";
 import { RegistryClient } from "./remotes/client.ts";
 import type { Credentials } from "./remotes/credentials.ts";
 import { fetchObject } from "./remotes/fetch_object.ts";
@@ -17,19 +17,19 @@ import {
   parseObjectReference,
   parseReference,
   type Reference,
-} from "./remotes/reference.ts";
+} from "./content/reference.ts";
 import type { Descriptor } from "./content/descriptor.ts";
 import { shortDigest } from "./content/digest.ts";
-import { collectGarbage, imageUses } from "./content/gc.ts";
-import { resolveManifest, summarizeImage } from "./content/image_graph.ts";
-import { findImage, Images } from "./content/images.ts";
+import { collectGarbage, imageUses } from "./content/images/gc.ts";
+import { resolveManifest, summarizeImage } from "./content/images/graph.ts";
+import { findImage, Images } from "./content/images/records.ts";
 import { parsePlatform } from "./content/platform.ts";
-import { Store } from "./content/store.ts";
-import { writeBlob } from "./content/write_blob.ts";
+import { Store } from "./content/store/store.ts";
+import { writeBlob } from "./content/store/write_blob.ts";
 import { type Digest, parseDigest } from "./content/digest.ts";
-import { checkBundle, unpackImage } from "./content/unpack.ts";
-import { type ArchiveFormat, exportImages, importArchive } from "./content/archive.ts";
-import { fileStream, openFileStream, writeFileAtomic } from "./content/_file_stream.ts";
+import { checkBundle, unpackImage } from "./content/layers/apply.ts";
+import { type ArchiveFormat, exportImages, importArchive } from "./content/archives/archive.ts";
+import { fileStream, openFileStream, writeFileAtomic } from "./content/internal/mod.ts";
 import {
   DEFAULT_MAX_CONCURRENT_DOWNLOADS,
   type FetchEvent,

@@ -11,11 +11,11 @@
  *     deno run -A bench/export.ts [--runs N]
  */
 // deno-lint-ignore-file no-console
-import { Store } from "../content/store.ts";
-import { Images } from "../content/images.ts";
+import { Store } from "../content/store/store.ts";
+import { Images } from "../content/images/records.ts";
 import { digestOf } from "../content/digest.ts";
 import type { Descriptor } from "../content/descriptor.ts";
-import { writeBlob } from "../content/write_blob.ts";
+import { writeBlob } from "../content/store/write_blob.ts";
 import { randomBytes } from "../tests/_helpers/bytes.ts";
 import { removeTree } from "../tests/_helpers/temp.ts";
 import { benchConfig, flag, median } from "./_common.ts";

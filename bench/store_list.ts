@@ -9,7 +9,7 @@
  *     deno run -A bench/store_list.ts [--runs N] [--blobs N] [--ingests N]
  */
 // deno-lint-ignore-file no-console
-import { Store } from "../content/store.ts";
+import { Store } from "../content/store/store.ts";
 import { digestOf } from "../content/digest.ts";
 import { removeTree } from "../tests/_helpers/temp.ts";
 import { flag, median } from "./_common.ts";

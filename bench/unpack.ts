@@ -11,9 +11,9 @@
  *     deno run -A bench/unpack.ts [--runs N]
  */
 // deno-lint-ignore-file no-console
-import { unpackImage } from "../content/unpack.ts";
+import { unpackImage } from "../content/layers/apply.ts";
 import { Digester, parseDigest } from "../content/digest.ts";
-import { Store } from "../content/store.ts";
+import { Store } from "../content/store/store.ts";
 import { removeTree, requireTool } from "../tests/_helpers/temp.ts";
 import { flag, median } from "./_common.ts";
 

@@ -15,19 +15,16 @@
  *
  * @module
  */
+// the OCI vocabulary
 export * from "./errors.ts";
 export * from "./digest.ts";
 export * from "./descriptor.ts";
-export * from "./verify.ts";
-export * from "./root.ts";
-export * from "./store.ts";
-export * from "./write_blob.ts";
-export * from "./tar.ts";
-export * from "./decompress.ts";
-export * from "./unpack.ts";
-export * from "./bundle.ts";
-export * from "./archive.ts";
 export * from "./platform.ts";
-export * from "./image_graph.ts";
-export * from "./images.ts";
-export * from "./gc.ts";
+export * from "./reference.ts";
+export * from "./verify.ts";
+// the groups, by role
+export * from "./store/mod.ts";
+export * from "./images/mod.ts";
+export * from "./layers/mod.ts";
+export * from "./bundle/mod.ts";
+export * from "./archives/mod.ts";

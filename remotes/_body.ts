@@ -4,7 +4,7 @@
  */
 import { RegistryError } from "./errors.ts";
 import { backoffDelay, describeNetworkError, type RetryPolicy, sleep } from "./_retry.ts";
-import { concatBytes } from "../content/_bytes.ts";
+import { concatBytes } from "../content/internal/mod.ts";
 
 /** Chunks handed on are up to this size: fewer, larger writes downstream. */
 const CHUNK_SIZE = 1 << 20;

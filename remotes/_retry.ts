@@ -1,7 +1,7 @@
 /** Bounded exponential backoff with jitter, `Retry-After`, and abortable sleeps. */
 
 // one abortable sleep serves lock waits and retries
-export { sleep } from "../content/_lock.ts";
+export { sleep } from "../content/internal/mod.ts";
 
 /** How often and how patiently requests are retried. */
 export interface RetryPolicy {

@@ -3,7 +3,7 @@
  * `--insecure`, `node:https` without certificate verification (Deno's `fetch` cannot skip it).
  */
 import { InvalidArgumentError } from "../content/errors.ts";
-import { readEnv } from "../content/root.ts";
+import { readEnv } from "../content/internal/mod.ts";
 
 /** Sends one request, never following redirects. */
 export type Send = (url: URL, init: RequestInit) => Promise<Response>;

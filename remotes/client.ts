@@ -7,7 +7,7 @@
  * @example
  * ```ts ignore
  * import { RegistryClient } from "./client.ts";
- * import { parseReference } from "./reference.ts";
+ * import { parseReference } from "../content/reference.ts";
  * const client = new RegistryClient();
  * const ref = parseReference("localhost:5000/app:latest");
  * const desc = await client.resolve(ref);
@@ -47,7 +47,7 @@ import {
   type Reference,
   referenceObject,
   registryHost,
-} from "./reference.ts";
+} from "../content/reference.ts";
 import { Authorizer } from "./_auth.ts";
 import { type OpenedBody, readCapped, resumableStream } from "./_body.ts";
 import {

@@ -10,7 +10,7 @@
  *
  * @example
  * ```ts ignore
- * import { Store } from "../content/store.ts";
+ * import { Store } from "../content/store/store.ts";
  * import { RegistryClient } from "./client.ts";
  * import { fetchImage } from "./copy.ts";
  * const store = await Store.open("/tmp/dist-store");
@@ -39,12 +39,12 @@ import {
   kindOf,
   MAX_MANIFEST_SIZE,
   type NodeKind,
-} from "../content/image_graph.ts";
-import { Images } from "../content/images.ts";
-import { acquireLease } from "../content/gc.ts";
-import type { Store, Writer } from "../content/store.ts";
+} from "../content/images/graph.ts";
+import { Images } from "../content/images/records.ts";
+import { acquireLease } from "../content/images/gc.ts";
+import type { Store, Writer } from "../content/store/store.ts";
 import type { RegistryClient } from "./client.ts";
-import { formatReference, parseReference, type Reference } from "./reference.ts";
+import { formatReference, parseReference, type Reference } from "../content/reference.ts";
 
 /**
  * The default number of blobs downloaded at once. Small blobs are bound by round trips and

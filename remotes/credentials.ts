@@ -13,8 +13,8 @@
  * @module
  */
 import { CorruptContentError, InvalidArgumentError } from "../content/errors.ts";
-import { readEnv } from "../content/root.ts";
-import { DOCKER_HUB } from "./reference.ts";
+import { readEnv } from "../content/internal/mod.ts";
+import { DOCKER_HUB } from "../content/reference.ts";
 
 /** What a client can present to a registry or its token server. */
 export interface Credentials {

@@ -6,7 +6,7 @@
  * ```ts ignore
  * import { RegistryClient } from "./client.ts";
  * import { fetchObject } from "./fetch_object.ts";
- * import { parseReference } from "./reference.ts";
+ * import { parseReference } from "../content/reference.ts";
  * const client = new RegistryClient();
  * await fetchObject(client, parseReference("localhost:5000/app@sha256:…"), {
  *   write: (chunk) => void Deno.stdout.writeSync(chunk),
@@ -24,7 +24,7 @@ import {
 } from "../content/descriptor.ts";
 import { Verifier } from "../content/verify.ts";
 import type { RegistryClient } from "./client.ts";
-import { formatReference, type Reference } from "./reference.ts";
+import { formatReference, type Reference } from "../content/reference.ts";
 
 /** Options of {@link fetchObject}. */
 export interface FetchObjectOptions {

@@ -10,7 +10,7 @@
  *
  * @module
  */
-export * from "./reference.ts";
+export * from "../content/reference.ts";
 export * from "./errors.ts";
 export * from "./credentials.ts";
 export * from "./client.ts";

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import type { Descriptor } from "../../content/descriptor.ts";
 import { digestOf } from "../../content/digest.ts";
-import { Images } from "../../content/images.ts";
-import { Store } from "../../content/store.ts";
-import { writeTar } from "../../content/tar.ts";
-import { writeBlob } from "../../content/write_blob.ts";
+import { Images } from "../../content/images/records.ts";
+import { Store } from "../../content/store/store.ts";
+import { writeTar } from "../../content/layers/tar.ts";
+import { writeBlob } from "../../content/store/write_blob.ts";
 import { runDist, spawnDist } from "../_helpers/cli.ts";
 import { buildLayer, type PushedImage, pushImage } from "../_helpers/images.ts";
 import { type Registry, withRegistry } from "../_helpers/registry.ts";

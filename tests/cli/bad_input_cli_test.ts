@@ -10,7 +10,7 @@ import { withRegistry } from "../_helpers/registry.ts";
 import { layerOf, writeImageLayout } from "../_helpers/layout.ts";
 import { withTempDir } from "../_helpers/temp.ts";
 import { bytesOf } from "../_helpers/bytes.ts";
-import { writeTar } from "../../content/tar.ts";
+import { writeTar } from "../../content/layers/tar.ts";
 
 const HOSTILE = "sha256:../../etc/passwd";
 
@@ -259,7 +259,7 @@ Deno.test("usage errors take one line with the help hint; bare dist prints help 
   assert.equal(help.code, 0, help.stderr);
   assert.equal(help.stdout, (await runDist(["list", "--help"])).stdout);
   assert.match(help.stdout, /^Usage: dist list /m);
-  // the fallback after $XDG_DATA_HOME, as content/root.ts has it
+  // the fallback after $XDG_DATA_HOME, as content/store/root.ts has it
   assert.match(
     help.stdout,
     /--root DIR .*else \$XDG_DATA_HOME\/dist, else ~\/\.local\/share\/dist\)/,

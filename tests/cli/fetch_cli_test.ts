@@ -11,7 +11,7 @@ import {
 import { randomBytes } from "../_helpers/bytes.ts";
 import { requireTool } from "../_helpers/temp.ts";
 import { startFaultProxy } from "../_helpers/fault_proxy.ts";
-import { Store } from "../../content/store.ts";
+import { Store } from "../../content/store/store.ts";
 import type { FetchEvent } from "../../remotes/copy.ts";
 
 /** Pushes `multi/app:v1` (see {@link pushMultiPlatform}); `ref` names it. */

@@ -3,11 +3,11 @@
  * `abort` and `prune`, spawned as processes with stdin, stdout, stderr and exit codes checked.
  */
 import assert from "node:assert/strict";
-import { Store } from "../../content/store.ts";
+import { Store } from "../../content/store/store.ts";
 import { digestOf } from "../../content/digest.ts";
 import { type Descriptor, MediaType } from "../../content/descriptor.ts";
-import { Images } from "../../content/images.ts";
-import { writeBlob } from "../../content/write_blob.ts";
+import { Images } from "../../content/images/records.ts";
+import { writeBlob } from "../../content/store/write_blob.ts";
 import { distCommandLine, runDist, spawnDist } from "../_helpers/cli.ts";
 import { withTempDir } from "../_helpers/temp.ts";
 import { seededBytes } from "../_helpers/bytes.ts";

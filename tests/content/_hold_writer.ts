@@ -5,7 +5,7 @@
  *
  * Usage: deno run -A _hold_writer.ts ROOT REF FILE HALF DIGEST
  */
-import { Store } from "../../content/store.ts";
+import { Store } from "../../content/store/store.ts";
 import { parseDigest } from "../../content/digest.ts";
 
 const [root, ref, file, half, digestText] = Deno.args;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { exportImages, importArchive } from "../../content/archive.ts";
+import { exportImages, importArchive } from "../../content/archives/archive.ts";
 import type { Descriptor, Platform } from "../../content/descriptor.ts";
 import { digestOf } from "../../content/digest.ts";
 import {
@@ -9,10 +9,10 @@ import {
   NotFoundError,
   UnsafeEntryError,
 } from "../../content/errors.ts";
-import { Images } from "../../content/images.ts";
-import { Store } from "../../content/store.ts";
-import { readTar, type TarWriteEntry, writeTar } from "../../content/tar.ts";
-import { writeBlob } from "../../content/write_blob.ts";
+import { Images } from "../../content/images/records.ts";
+import { Store } from "../../content/store/store.ts";
+import { readTar, type TarWriteEntry, writeTar } from "../../content/layers/tar.ts";
+import { writeBlob } from "../../content/store/write_blob.ts";
 import { compressLayer, type Layer } from "../_helpers/images.ts";
 import { assertRejects } from "../_helpers/rejects.ts";
 import { withTempDir } from "../_helpers/temp.ts";

@@ -1,12 +1,16 @@
 import assert from "node:assert/strict";
-import { DEFAULT_PATH, runtimeSpec, writeRuntimeConfig } from "../../content/bundle.ts";
-import { unpackImage } from "../../content/unpack.ts";
-import { writeTar } from "../../content/tar.ts";
+import {
+  DEFAULT_PATH,
+  runtimeSpec,
+  writeRuntimeConfig,
+} from "../../content/bundle/runtime_spec.ts";
+import { unpackImage } from "../../content/layers/apply.ts";
+import { writeTar } from "../../content/layers/tar.ts";
 import { NotFoundError } from "../../content/errors.ts";
 import { requireTool, withTempDir } from "../_helpers/temp.ts";
 import { assertRejects } from "../_helpers/rejects.ts";
 import { layerOf, writeImageLayout } from "../_helpers/layout.ts";
-import { Store } from "../../content/store.ts";
+import { Store } from "../../content/store/store.ts";
 
 const PASSWD = `root:x:0:0:root:/root:/bin/sh
 daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { gzipSync, zstdCompressSync } from "node:zlib";
-import { compressionOf, decompress, detectCompression } from "../../content/decompress.ts";
+import { compressionOf, decompress, detectCompression } from "../../content/layers/decompress.ts";
 import { CorruptContentError } from "../../content/errors.ts";
 import { assertRejects } from "../_helpers/rejects.ts";
 import { bytesOf, chunked } from "../_helpers/bytes.ts";

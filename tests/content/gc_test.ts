@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
-import { acquireLease, collectGarbage, imageUses } from "../../content/gc.ts";
-import { Store } from "../../content/store.ts";
-import { Images } from "../../content/images.ts";
+import { acquireLease, collectGarbage, imageUses } from "../../content/images/gc.ts";
+import { Store } from "../../content/store/store.ts";
+import { Images } from "../../content/images/records.ts";
 import { digestOf } from "../../content/digest.ts";
 import { type Descriptor, MediaType } from "../../content/descriptor.ts";
 import { CorruptContentError, LockedError } from "../../content/errors.ts";
-import { writeBlob } from "../../content/write_blob.ts";
+import { writeBlob } from "../../content/store/write_blob.ts";
 import { fetchImage } from "../../remotes/copy.ts";
 import { RegistryClient } from "../../remotes/client.ts";
 import { startRegistry } from "../_helpers/registry.ts";

@@ -4,7 +4,7 @@ import {
   type ImageIndex,
   isAttestation,
   selectManifests,
-} from "../../content/image_graph.ts";
+} from "../../content/images/graph.ts";
 import { type Descriptor, MediaType, type Platform } from "../../content/descriptor.ts";
 import { digestOf } from "../../content/digest.ts";
 import { CorruptContentError, NotFoundError, UnsupportedError } from "../../content/errors.ts";

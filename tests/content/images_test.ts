@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
-import { findImage, Images } from "../../content/images.ts";
-import { Store } from "../../content/store.ts";
-import { writeBlob } from "../../content/write_blob.ts";
+import { findImage, Images } from "../../content/images/records.ts";
+import { Store } from "../../content/store/store.ts";
+import { writeBlob } from "../../content/store/write_blob.ts";
 import type { Descriptor } from "../../content/descriptor.ts";
 import { digestOf } from "../../content/digest.ts";
 import { InvalidArgumentError, NotFoundError } from "../../content/errors.ts";
 import { withTempDir } from "../_helpers/temp.ts";
 
-const IMAGES = new URL("../../content/images.ts", import.meta.url).href;
+const IMAGES = new URL("../../content/images/records.ts", import.meta.url).href;
 
 function target(text: string): Descriptor {
   const bytes = new TextEncoder().encode(text);

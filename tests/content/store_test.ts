@@ -4,7 +4,7 @@
  * hostile digests and prune.
  */
 import assert from "node:assert/strict";
-import { Store, type Writer } from "../../content/store.ts";
+import { Store, type Writer } from "../../content/store/store.ts";
 import { type Digest, Digester, digestOf } from "../../content/digest.ts";
 import {
   AlreadyExistsError,
@@ -14,7 +14,7 @@ import {
   NotFoundError,
   SizeMismatchError,
 } from "../../content/errors.ts";
-import { writeBlob } from "../../content/write_blob.ts";
+import { writeBlob } from "../../content/store/write_blob.ts";
 import { withTempDir } from "../_helpers/temp.ts";
 import { bytesOf, seededBytes } from "../_helpers/bytes.ts";
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { readTar, type TarHeader, type TarWriteEntry, writeTar } from "../../content/tar.ts";
+import { readTar, type TarHeader, type TarWriteEntry, writeTar } from "../../content/layers/tar.ts";
 import { CorruptContentError, InvalidArgumentError } from "../../content/errors.ts";
-import { syscalls } from "../../content/_syscalls.ts";
+import { syscalls } from "../../content/layers/_syscalls.ts";
 import { requireTool, withTempDir } from "../_helpers/temp.ts";
 import { assertRejects } from "../_helpers/rejects.ts";
 import { bytesOf, chunked, randomBytes } from "../_helpers/bytes.ts";

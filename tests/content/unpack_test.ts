@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { applyLayer, type ApplyLayerOptions, unpackImage } from "../../content/unpack.ts";
-import { readTar, type TarWriteEntry, writeTar } from "../../content/tar.ts";
+import { applyLayer, type ApplyLayerOptions, unpackImage } from "../../content/layers/apply.ts";
+import { readTar, type TarWriteEntry, writeTar } from "../../content/layers/tar.ts";
 import {
   AlreadyExistsError,
   DigestMismatchError,
@@ -14,7 +14,7 @@ import { requireTool, withTempDir } from "../_helpers/temp.ts";
 import { assertRejects } from "../_helpers/rejects.ts";
 import { diffTrees, snapshotTree } from "../_helpers/tree.ts";
 import { layerOf, writeImageLayout } from "../_helpers/layout.ts";
-import { Store } from "../../content/store.ts";
+import { Store } from "../../content/store/store.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -497,8 +497,8 @@ async function runAsNobody(dir: string, script: string): Promise<string> {
 Deno.test("applyLayer() without root unpacks read-only directories and skips device nodes", async () => {
   await withTempDir(async (tmp) => {
     const rootfs = `${tmp}/home/rootfs`;
-    const unpack = new URL("../../content/unpack.ts", import.meta.url).href;
-    const tarModule = new URL("../../content/tar.ts", import.meta.url).href;
+    const unpack = new URL("../../content/layers/apply.ts", import.meta.url).href;
+    const tarModule = new URL("../../content/layers/tar.ts", import.meta.url).href;
     const output = await runAsNobody(
       tmp,
       `import { applyLayer } from ${JSON.stringify(unpack)};

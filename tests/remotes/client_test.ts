@@ -4,7 +4,7 @@ import { digestOf } from "../../content/digest.ts";
 import { DigestMismatchError, SizeMismatchError, UnsupportedError } from "../../content/errors.ts";
 import { RegistryClient } from "../../remotes/client.ts";
 import { RegistryError, RegistryNotFoundError } from "../../remotes/errors.ts";
-import { parseReference } from "../../remotes/reference.ts";
+import { parseReference } from "../../content/reference.ts";
 import { startFaultProxy } from "../_helpers/fault_proxy.ts";
 import { pushManifest, pushSimpleImage } from "../_helpers/push.ts";
 import { startRegistry } from "../_helpers/registry.ts";

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { type FetchEvent, fetchImage, type ImageSource } from "../../remotes/copy.ts";
 import { RegistryClient } from "../../remotes/client.ts";
-import { Store } from "../../content/store.ts";
-import { Images } from "../../content/images.ts";
+import { Store } from "../../content/store/store.ts";
+import { Images } from "../../content/images/records.ts";
 import type { Descriptor } from "../../content/descriptor.ts";
 import { NotFoundError } from "../../content/errors.ts";
 import { parsePlatform } from "../../content/platform.ts";

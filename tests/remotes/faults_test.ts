@@ -6,7 +6,7 @@ import { DigestMismatchError } from "../../content/errors.ts";
 import { verifyStream } from "../../content/verify.ts";
 import { RegistryClient, type RetryEvent } from "../../remotes/client.ts";
 import { RegistryError } from "../../remotes/errors.ts";
-import { parseReference } from "../../remotes/reference.ts";
+import { parseReference } from "../../content/reference.ts";
 import { type FaultProxy, startFaultProxy } from "../_helpers/fault_proxy.ts";
 import { pushSimpleImage } from "../_helpers/push.ts";
 import { type Registry, startRegistry } from "../_helpers/registry.ts";

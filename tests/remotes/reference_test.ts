@@ -6,7 +6,7 @@ import {
   parseObjectReference,
   parseReference,
   registryHost,
-} from "../../remotes/reference.ts";
+} from "../../content/reference.ts";
 
 const DIGEST = "sha256:" + "ab".repeat(32);
 

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { RegistryClient } from "../../remotes/client.ts";
 import { RegistryError } from "../../remotes/errors.ts";
-import { parseReference } from "../../remotes/reference.ts";
+import { parseReference } from "../../content/reference.ts";
 import { startFaultProxy } from "../_helpers/fault_proxy.ts";
 import { pushSimpleImage } from "../_helpers/push.ts";
 import { startRegistry } from "../_helpers/registry.ts";

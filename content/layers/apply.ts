@@ -29,7 +29,7 @@
  *
  * @example
  * ```ts
- * import { applyLayer } from "./unpack.ts";
+ * import { applyLayer } from "./apply.ts";
  * import { writeTar } from "./tar.ts";
  * const rootfs = await Deno.makeTempDir();
  * await applyLayer(rootfs, writeTar([{ header: { name: "etc/", type: "directory" } }]));
@@ -40,8 +40,8 @@
  */
 import { readTar, type TarEntry, type TarHeader } from "./tar.ts";
 import { decompress } from "./decompress.ts";
-import { type Digest, digestAlgorithm, Digester, parseDigest, shortDigest } from "./digest.ts";
-import { isIndexType, isManifestType } from "./descriptor.ts";
+import { type Digest, digestAlgorithm, Digester, parseDigest, shortDigest } from "../digest.ts";
+import { isIndexType, isManifestType } from "../descriptor.ts";
 import {
   AlreadyExistsError,
   CorruptContentError,
@@ -52,9 +52,9 @@ import {
   NotFoundError,
   UnsafeEntryError,
   UnsupportedError,
-} from "./errors.ts";
+} from "../errors.ts";
 import { errnoName, S_IFBLK, S_IFCHR, S_IFIFO, syscalls } from "./_syscalls.ts";
-import { type ImageConfig, writeRuntimeConfig } from "./bundle.ts";
+import { type ImageConfig, writeRuntimeConfig } from "../bundle/runtime_spec.ts";
 
 /** Options for {@link applyLayer}. */
 export interface ApplyLayerOptions {

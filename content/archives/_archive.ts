@@ -4,9 +4,9 @@
  *
  * @module
  */
-import { CorruptContentError, UnsafeEntryError } from "./errors.ts";
+import { CorruptContentError, UnsafeEntryError } from "../errors.ts";
 // Reference parsing is pure (no network): record names and RepoTags are image references.
-import { DOCKER_HUB, formatReference, parseReference } from "../remotes/reference.ts";
+import { DOCKER_HUB, formatReference, parseReference } from "../reference.ts";
 
 /** `oci-layout`: marks an OCI image layout. */
 export const OCI_LAYOUT_FILE = "oci-layout";

@@ -16,8 +16,8 @@
  * @module
  */
 import type { Transform } from "node:stream";
-import { CorruptContentError } from "./errors.ts";
-import { concatBytes } from "./_bytes.ts";
+import { CorruptContentError } from "../errors.ts";
+import { concatBytes } from "../internal/bytes.ts";
 
 /** A layer's compression. */
 export type Compression = "gzip" | "zstd" | "none";

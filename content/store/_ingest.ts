@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { type Digest, digestHex, digestOf, isDigest } from "./digest.ts";
+import { type Digest, digestHex, digestOf, isDigest } from "../digest.ts";
 import type { Status } from "./store.ts";
 
 /** An ingest's metadata as read from its directory: the store's public {@link Status}. */

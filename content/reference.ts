@@ -15,8 +15,8 @@
  *
  * @module
  */
-import { type Digest, isDigest, parseDigest } from "../content/digest.ts";
-import { InvalidArgumentError } from "../content/errors.ts";
+import { type Digest, isDigest, parseDigest } from "./digest.ts";
+import { InvalidArgumentError } from "./errors.ts";
 
 /** A parsed, normalized image reference. */
 export interface Reference {

@@ -22,8 +22,8 @@
  *
  * @module
  */
-import { CorruptContentError, InvalidArgumentError, UnsupportedError } from "./errors.ts";
-import { concatBytes } from "./_bytes.ts";
+import { CorruptContentError, InvalidArgumentError, UnsupportedError } from "../errors.ts";
+import { concatBytes } from "../internal/bytes.ts";
 
 /** What a tar entry is, normalized from its type flag. */
 export type TarEntryType =

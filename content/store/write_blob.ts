@@ -5,7 +5,7 @@
  * @example
  * ```ts
  * import { Store } from "./store.ts";
- * import { digestOf } from "./digest.ts";
+ * import { digestOf } from "../digest.ts";
  * import { writeBlob } from "./write_blob.ts";
  *
  * const root = await Deno.makeTempDir();
@@ -19,13 +19,13 @@
  *
  * @module
  */
-import { type Digest, parseDigest } from "./digest.ts";
+import { type Digest, parseDigest } from "../digest.ts";
 import {
   AlreadyExistsError,
   DigestMismatchError,
   InvalidArgumentError,
   SizeMismatchError,
-} from "./errors.ts";
+} from "../errors.ts";
 import type { Info, Store } from "./store.ts";
 
 /** Options of {@link writeBlob}. */

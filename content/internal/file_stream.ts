@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { InvalidArgumentError, NotFoundError } from "./errors.ts";
+import { InvalidArgumentError, NotFoundError } from "../errors.ts";
 
 const CHUNK = 1 << 20;
 

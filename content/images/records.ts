@@ -10,8 +10,8 @@
  *
  * @example
  * ```ts
- * import { Images } from "./images.ts";
- * import { parseDigest } from "./digest.ts";
+ * import { Images } from "./records.ts";
+ * import { parseDigest } from "../digest.ts";
  * const root = await Deno.makeTempDir();
  * const images = new Images(root);
  * const digest = parseDigest(`sha256:${"0".repeat(64)}`);
@@ -26,14 +26,14 @@
  *
  * @module
  */
-import { type Descriptor, MediaType } from "./descriptor.ts";
-import { isDigest, parseDigest } from "./digest.ts";
-import { CorruptContentError, InvalidArgumentError, NotFoundError } from "./errors.ts";
-import { storedDescriptor } from "./image_graph.ts";
-import type { Store } from "./store.ts";
-import { syncDirectory } from "./_file_stream.ts";
+import { type Descriptor, MediaType } from "../descriptor.ts";
+import { isDigest, parseDigest } from "../digest.ts";
+import { CorruptContentError, InvalidArgumentError, NotFoundError } from "../errors.ts";
+import { storedDescriptor } from "./graph.ts";
+import type { Store } from "../store/store.ts";
+import { syncDirectory } from "../internal/file_stream.ts";
 // Reference parsing is pure (no network): record names are image references.
-import { formatReference, parseReference } from "../remotes/reference.ts";
+import { formatReference, parseReference } from "../reference.ts";
 
 /** The annotation containerd names images with. */
 export const IMAGE_NAME_ANNOTATION = "io.containerd.image.name";

@@ -13,7 +13,7 @@
  *
  * @example
  * ```ts
- * import { Store } from "./store.ts";
+ * import { Store } from "../store/store.ts";
  * import { collectGarbage } from "./gc.ts";
  * const root = await Deno.makeTempDir();
  * const store = await Store.open(root);
@@ -24,12 +24,12 @@
  *
  * @module
  */
-import type { Descriptor } from "./descriptor.ts";
-import type { Digest } from "./digest.ts";
-import { CorruptContentError, LockedError, NotFoundError } from "./errors.ts";
-import { walkImage } from "./image_graph.ts";
-import { IMAGE_NAME_ANNOTATION, Images, REF_NAME_ANNOTATION } from "./images.ts";
-import type { Info, Status, Store } from "./store.ts";
+import type { Descriptor } from "../descriptor.ts";
+import type { Digest } from "../digest.ts";
+import { CorruptContentError, LockedError, NotFoundError } from "../errors.ts";
+import { walkImage } from "./graph.ts";
+import { IMAGE_NAME_ANNOTATION, Images, REF_NAME_ANNOTATION } from "./records.ts";
+import type { Info, Status, Store } from "../store/store.ts";
 
 /** Options of {@link collectGarbage}. */
 export interface GcOptions {

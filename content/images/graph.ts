@@ -5,8 +5,8 @@
  *
  * @example
  * ```ts
- * import { childrenOf } from "./image_graph.ts";
- * import { digestOf } from "./digest.ts";
+ * import { childrenOf } from "./graph.ts";
+ * import { digestOf } from "../digest.ts";
  * const bytes = new TextEncoder().encode(JSON.stringify({ schemaVersion: 2, manifests: [] }));
  * const index = {
  *   mediaType: "application/vnd.oci.image.index.v1+json",
@@ -26,10 +26,10 @@ import {
   isSchema1Type,
   MediaType,
   type Platform,
-} from "./descriptor.ts";
-import { type Digest, isDigest, shortDigest } from "./digest.ts";
-import { CorruptContentError, NotFoundError, UnsupportedError } from "./errors.ts";
-import { formatPlatform, hostPlatform, normalizePlatform, platformRank } from "./platform.ts";
+} from "../descriptor.ts";
+import { type Digest, isDigest, shortDigest } from "../digest.ts";
+import { CorruptContentError, NotFoundError, UnsupportedError } from "../errors.ts";
+import { formatPlatform, hostPlatform, normalizePlatform, platformRank } from "../platform.ts";
 
 /** The largest manifest or index `dist` reads into memory (the registries' common limit). */
 export const MAX_MANIFEST_SIZE: number = 4 * 1024 * 1024;

@@ -13,14 +13,14 @@
  *
  * @example
  * ```ts
- * import { runtimeSpec } from "./bundle.ts";
+ * import { runtimeSpec } from "./runtime_spec.ts";
  * const spec = await runtimeSpec({ config: { Cmd: ["/bin/sh"] } }, "/nonexistent/rootfs");
  * console.log(spec.process.args); // ["/bin/sh"]
  * ```
  *
  * @module
  */
-import { InvalidArgumentError, NotFoundError } from "./errors.ts";
+import { InvalidArgumentError, NotFoundError } from "../errors.ts";
 
 /** The parts of an OCI/Docker image config that a bundle uses. */
 export interface ImageConfig {

@@ -10,7 +10,7 @@
  * @example
  * ```ts
  * import { Store } from "./store.ts";
- * import { digestOf } from "./digest.ts";
+ * import { digestOf } from "../digest.ts";
  *
  * const root = await Deno.makeTempDir();
  * const store = await Store.open(root);
@@ -34,7 +34,7 @@ import {
   digestHex,
   isDigest,
   parseDigest,
-} from "./digest.ts";
+} from "../digest.ts";
 import {
   AlreadyExistsError,
   DigestMismatchError,
@@ -42,7 +42,7 @@ import {
   LockedError,
   NotFoundError,
   SizeMismatchError,
-} from "./errors.ts";
+} from "../errors.ts";
 import {
   formatTime,
   INGEST_NAME,
@@ -58,8 +58,9 @@ import {
   TRASH_PREFIX,
   writeSmallFileAtomic,
 } from "./_ingest.ts";
-import { readLockInfo, sleep, tryLockDir, writeLockInfo } from "./_lock.ts";
-import { syncDirectory } from "./_file_stream.ts";
+import { readLockInfo, tryLockDir, writeLockInfo } from "./_lock.ts";
+import { sleep } from "../internal/sleep.ts";
+import { syncDirectory } from "../internal/file_stream.ts";
 
 /** A committed blob. */
 export interface Info {

@@ -24,7 +24,7 @@
  *
  * @example
  * ```ts ignore
- * import { Store } from "./store.ts";
+ * import { Store } from "../store/store.ts";
  * import { exportImages, importArchive } from "./archive.ts";
  * const store = await Store.open("/var/lib/dist");
  * const archive = await exportImages(store, ["docker.io/library/alpine:3.20"]);
@@ -38,8 +38,15 @@
  *
  * @module
  */
-import { type Descriptor, isManifestType, MediaType, type Platform } from "./descriptor.ts";
-import { type Digest, digestAlgorithm, Digester, digestHex, digestOf, isDigest } from "./digest.ts";
+import { type Descriptor, isManifestType, MediaType, type Platform } from "../descriptor.ts";
+import {
+  type Digest,
+  digestAlgorithm,
+  Digester,
+  digestHex,
+  digestOf,
+  isDigest,
+} from "../digest.ts";
 import {
   AlreadyExistsError,
   CorruptContentError,
@@ -49,9 +56,9 @@ import {
   NotFoundError,
   SizeMismatchError,
   UnsupportedError,
-} from "./errors.ts";
-import { detectCompression } from "./decompress.ts";
-import { acquireLease } from "./gc.ts";
+} from "../errors.ts";
+import { detectCompression } from "../layers/decompress.ts";
+import { acquireLease } from "../images/gc.ts";
 import {
   type ImageManifest,
   isNonDistributable,
@@ -61,7 +68,7 @@ import {
   parseManifest,
   resolveManifest,
   walkImage,
-} from "./image_graph.ts";
+} from "../images/graph.ts";
 import {
   findImage,
   type FoundImage,
@@ -69,10 +76,10 @@ import {
   type ImageRecord,
   Images,
   REF_NAME_ANNOTATION,
-} from "./images.ts";
-import type { Store } from "./store.ts";
-import { readTar, type TarEntry, type TarWriteEntry, writeTar } from "./tar.ts";
-import { writeBlob } from "./write_blob.ts";
+} from "../images/records.ts";
+import type { Store } from "../store/store.ts";
+import { readTar, type TarEntry, type TarWriteEntry, writeTar } from "../layers/tar.ts";
+import { writeBlob } from "../store/write_blob.ts";
 import {
   DOCKER_MANIFEST_FILE,
   INDEX_FILE,

@@ -3,15 +3,7 @@
  *
  * @module
  */
-
-/** Reads an environment variable; returns undefined when unset or when env access is denied. */
-export function readEnv(name: string): string | undefined {
-  try {
-    return Deno.env.get(name) || undefined;
-  } catch {
-    return undefined; // no --allow-env for this name: behave as if unset
-  }
-}
+import { readEnv } from "../internal/env.ts";
 
 /**
  * The default store root: `DIST_ROOT`, else `$XDG_DATA_HOME/dist`, else `~/.local/share/dist`.

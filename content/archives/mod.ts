@@ -1,0 +1,6 @@
+/**
+ * Image archives: export to and import from docker-archive and OCI image-layout tar files.
+ *
+ * @module
+ */
+export * from "./archive.ts";

@@ -1,0 +1,10 @@
+/**
+ * Helpers that `content/`, `remotes/` and `cli.ts` share: public to the package's own modules,
+ * not part of its API (`content/mod.ts` does not re-export them).
+ *
+ * @module
+ */
+export * from "./bytes.ts";
+export * from "./env.ts";
+export * from "./file_stream.ts";
+export * from "./sleep.ts";

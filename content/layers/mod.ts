@@ -1,0 +1,9 @@
+/**
+ * Layers: reading and writing tar streams, decompression, and applying a layer to a root
+ * filesystem.
+ *
+ * @module
+ */
+export * from "./tar.ts";
+export * from "./decompress.ts";
+export * from "./apply.ts";

@@ -1,0 +1,9 @@
+/**
+ * The blob store: committed content under `blobs/`, ingests (writes in progress, locked per ref
+ * across processes), and where the store lives.
+ *
+ * @module
+ */
+export * from "./store.ts";
+export * from "./write_blob.ts";
+export * from "./root.ts";
