@@ -68,6 +68,11 @@ export class Digester {
     this.#hash.update(chunk);
   }
 
+  /** The digest of the bytes so far; hashing can go on. */
+  peek(): Digest {
+    return `${this.#algorithm}:${this.#hash.copy().digest("hex")}` as Digest;
+  }
+
   /** Finishes the hash; the digester cannot be used afterwards. */
   digest(): Digest {
     return `${this.#algorithm}:${this.#hash.digest("hex")}` as Digest;

@@ -42,7 +42,7 @@ import {
 } from "../content/images/graph.ts";
 import { Images } from "../content/images/records.ts";
 import { acquireLease } from "../content/images/gc.ts";
-import type { Store, Writer } from "../content/store/store.ts";
+import type { Store, Writer } from "../content/store/mod.ts";
 import type { RegistryClient } from "./client.ts";
 import { formatReference, parseReference, type Reference } from "../content/reference.ts";
 

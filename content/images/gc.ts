@@ -29,7 +29,8 @@ import type { Digest } from "../digest.ts";
 import { CorruptContentError, LockedError, NotFoundError } from "../errors.ts";
 import { walkImage } from "./graph.ts";
 import { IMAGE_NAME_ANNOTATION, Images, REF_NAME_ANNOTATION } from "./records.ts";
-import type { Info, Status, Store } from "../store/store.ts";
+import type { Info, Status } from "../store/capabilities.ts";
+import type { Store } from "../store/store.ts";
 
 /** Options of {@link collectGarbage}. */
 export interface GcOptions {

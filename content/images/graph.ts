@@ -28,6 +28,7 @@ import {
   type Platform,
 } from "../descriptor.ts";
 import { type Digest, isDigest, shortDigest } from "../digest.ts";
+import type { Provider } from "../store/capabilities.ts";
 import { CorruptContentError, NotFoundError, UnsupportedError } from "../errors.ts";
 import { formatPlatform, hostPlatform, normalizePlatform, platformRank } from "../platform.ts";
 
@@ -99,14 +100,6 @@ export interface Children {
   children: GraphNode[];
   /** Non-distributable (foreign) layers, which are never fetched. */
   skipped: Descriptor[];
-}
-
-/** Reads small content from a store; `Store` satisfies it. */
-export interface ContentReader {
-  /** Reports whether a blob is there. */
-  has(digest: Digest): Promise<boolean>;
-  /** Reads a small blob, refusing one over `maxSize`. */
-  readBytes(digest: Digest, options?: { maxSize?: number }): Promise<Uint8Array<ArrayBuffer>>;
 }
 
 /** The kind of a descriptor that is not a manifest's child: index, manifest or opaque blob. */
@@ -240,7 +233,7 @@ export interface WalkEntry extends GraphNode {
  * absent manifests are reported but not descended into.
  */
 export async function* walkImage(
-  reader: ContentReader,
+  reader: Provider,
   roots: Descriptor | Descriptor[],
   selection: PlatformSelection = { allPlatforms: true },
 ): AsyncGenerator<WalkEntry> {
@@ -270,7 +263,7 @@ export async function* walkImage(
  * platforms that are there.
  */
 export async function resolveManifest(
-  reader: ContentReader,
+  reader: Provider,
   descriptor: Descriptor,
   options: { platform?: Platform } = {},
 ): Promise<Descriptor> {
@@ -324,7 +317,7 @@ export interface ImageSummary {
 
 /** Sums the stored content of an image and lists the platforms it can run on from the store. */
 export async function summarizeImage(
-  reader: ContentReader,
+  reader: Provider,
   descriptor: Descriptor,
 ): Promise<ImageSummary> {
   let size = 0;
@@ -352,7 +345,7 @@ export async function summarizeImage(
  * content (`mediaType`, else `manifests` means an index). Throws {@link NotFoundError} when the
  * store lacks it.
  */
-export async function storedDescriptor(reader: ContentReader, digest: Digest): Promise<Descriptor> {
+export async function storedDescriptor(reader: Provider, digest: Digest): Promise<Descriptor> {
   if (!(await reader.has(digest))) throw new NotFoundError(`content ${digest} not found`);
   const bytes = await reader.readBytes(digest, { maxSize: MAX_MANIFEST_SIZE });
   const draft: Descriptor = { mediaType: MediaType.ociManifest, digest, size: bytes.length };

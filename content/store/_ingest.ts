@@ -15,7 +15,7 @@
  * @module
  */
 import { type Digest, digestHex, digestOf, isDigest } from "../digest.ts";
-import type { Status } from "./store.ts";
+import type { Status } from "./capabilities.ts";
 
 /** An ingest's metadata as read from its directory: the store's public {@link Status}. */
 export type IngestRecord = Status;

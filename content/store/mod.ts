@@ -4,6 +4,7 @@
  *
  * @module
  */
+export * from "./capabilities.ts";
 export * from "./store.ts";
 export * from "./write_blob.ts";
 export * from "./root.ts";

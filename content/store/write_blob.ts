@@ -26,7 +26,7 @@ import {
   InvalidArgumentError,
   SizeMismatchError,
 } from "../errors.ts";
-import type { Info, Store } from "./store.ts";
+import type { Info, Ingester, Provider } from "./capabilities.ts";
 
 /** Options of {@link writeBlob}. */
 export interface WriteBlobOptions {
@@ -55,7 +55,7 @@ export interface WriteBlobOptions {
  * both values, commits nothing and removes the ingest.
  */
 export async function writeBlob(
-  store: Store,
+  store: Provider & Ingester,
   ref: string,
   source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   options: WriteBlobOptions,

@@ -4,7 +4,7 @@
  * hostile digests and prune.
  */
 import assert from "node:assert/strict";
-import { Store, type Writer } from "../../content/store/store.ts";
+import { Store, type Writer } from "../../content/store/mod.ts";
 import { type Digest, Digester, digestOf } from "../../content/digest.ts";
 import {
   AlreadyExistsError,
