@@ -13,7 +13,7 @@ import {
   SizeMismatchError,
 } from "../errors.ts";
 import type { Info, Status, Writer, WriterOptions } from "./capabilities.ts";
-import { checkSize, createFileOnce, hashFile, infoOf, isNotFound } from "./_files.ts";
+import { checkSize, hashFile, infoOf, isNotFound } from "./_files.ts";
 import {
   formatTime,
   moveToTrash,

@@ -25,38 +25,30 @@
  *
  * @module
  */
-import { dirname, resolve } from "node:path";
+import { resolve } from "node:path";
 import {
   type Digest,
   type DigestAlgorithm,
   digestAlgorithm,
-  Digester,
   digestHex,
   isDigest,
   parseDigest,
 } from "../digest.ts";
 import {
   AlreadyExistsError,
-  DigestMismatchError,
   InvalidArgumentError,
   LockedError,
   NotFoundError,
   SizeMismatchError,
 } from "../errors.ts";
 import {
-  formatTime,
   INGEST_NAME,
   ingestName,
   type IngestRecord,
   moveToTrash,
-  parseExpected,
-  parseTime,
-  parseTotal,
   readIngest,
-  removeIfPresent,
   removeTrash,
   TRASH_PREFIX,
-  writeSmallFileAtomic,
 } from "./_ingest.ts";
 import type {
   Info,
@@ -74,7 +66,7 @@ import type {
 import { checkSize, createFileOnce, infoOf, isNotFound, READ_CHUNK } from "./_files.ts";
 import { IngestWriter } from "./_ingest_writer.ts";
 import { SharedFlush } from "./_shared_flush.ts";
-import { readLockInfo, tryLockDir, writeLockInfo } from "./_lock.ts";
+import { readLockInfo, tryLockDir } from "./_lock.ts";
 import { sleep } from "../internal/sleep.ts";
 import { syncDirectory } from "../internal/file_stream.ts";
 
@@ -103,7 +95,6 @@ const HEX_NAME: Record<DigestAlgorithm, RegExp> = {
 };
 const OCI_LAYOUT = '{"imageLayoutVersion":"1.0.0"}';
 const EMPTY_INDEX = '{"schemaVersion":2,"manifests":[]}';
-const encoder = new TextEncoder();
 
 /** Throws {@link InvalidArgumentError} unless `ref` can name an ingest. */
 function checkRef(ref: string): void {
