@@ -8,6 +8,7 @@
  * @module
  */
 import { DistError } from "./content/errors.ts";
+import type { ProgressEvent } from "./content/images/copy.ts";
 import { defaultRoot } from "./content/store/root.ts";
 import { RegistryClient } from "./remotes/client.ts";
 import type { Credentials } from "./remotes/credentials.ts";
@@ -32,7 +33,6 @@ import { type ArchiveFormat, exportImages, importArchive } from "./content/archi
 import { fileStream, openFileStream, writeFileAtomic } from "./content/internal/mod.ts";
 import {
   DEFAULT_MAX_CONCURRENT_DOWNLOADS,
-  type FetchEvent,
   fetchImage,
   type FetchImageOptions,
   type FetchImageResult,
@@ -401,13 +401,13 @@ function formatBytes(n: number): string {
  * which the blobs in flight are redrawn in place (at most every 100 ms). Otherwise: one line a
  * blob when it finishes.
  */
-function progressRenderer(): { onProgress(event: FetchEvent): void; close(): void } {
+function progressRenderer(): { onProgress(event: ProgressEvent): void; close(): void } {
   const live = Deno.stderr.isTerminal();
-  const active = new Map<string, FetchEvent>();
+  const active = new Map<string, ProgressEvent>();
   const finished: string[] = [];
   let drawn = 0;
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const line = (e: FetchEvent) => {
+  const line = (e: ProgressEvent) => {
     const state = e.status === "downloading"
       ? `downloading ${formatBytes(e.offset ?? 0)} / ${formatBytes(e.size)}` +
         (e.resumedFrom ? ` (resumed at ${formatBytes(e.resumedFrom)})` : "")

@@ -64,16 +64,20 @@ export class Verifier {
 }
 
 /**
- * Returns a `TransformStream` that passes bytes through unchanged and errors with
- * {@link SizeMismatchError} or {@link DigestMismatchError} when they do not match `options`.
+ * A pass-through stream that checks what flows through it: it errors with
+ * {@link SizeMismatchError} once more bytes came than expected, and at the end with
+ * {@link SizeMismatchError} or {@link DigestMismatchError} unless size and digest matched.
  */
-export function verifyStream(options: VerifyOptions): TransformStream<Uint8Array, Uint8Array> {
-  const verifier = new Verifier(options);
-  return new TransformStream({
-    transform(chunk, controller) {
-      verifier.update(chunk);
-      controller.enqueue(chunk);
-    },
-    flush: () => verifier.finish(),
-  });
+export class VerifyStream extends TransformStream<Uint8Array, Uint8Array> {
+  /** Checks content that should match `options`. */
+  constructor(options: VerifyOptions) {
+    const verifier = new Verifier(options);
+    super({
+      transform(chunk, controller) {
+        verifier.update(chunk);
+        controller.enqueue(chunk);
+      },
+      flush: () => verifier.finish(),
+    });
+  }
 }

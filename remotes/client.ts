@@ -327,7 +327,7 @@ export class RegistryClient {
    * Streams the raw bytes of a blob (or manifest) from `offset`. The result's `offset` is where the
    * stream really starts: the requested offset when the registry answered 206 with a matching
    * `Content-Range`, else 0. Dropped connections are resumed with `Range`. The bytes are not
-   * verified: pipe them through `verifyStream` or commit them to a store writer.
+   * verified: pipe them through a `VerifyStream` or commit them to a store writer.
    */
   async fetch(ref: Reference, desc: Descriptor, options: FetchOptions = {}): Promise<FetchResult> {
     const offset = options.offset ?? 0;

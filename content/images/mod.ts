@@ -7,3 +7,4 @@
 export * from "./records.ts";
 export * from "./graph.ts";
 export * from "./gc.ts";
+export * from "./copy.ts";

@@ -5,6 +5,7 @@
  * @module
  */
 export * from "./bytes.ts";
+export * from "./chunk_reader.ts";
 export * from "./env.ts";
 export * from "./file_stream.ts";
 export * from "./sleep.ts";

@@ -12,7 +12,7 @@ import { randomBytes } from "../_helpers/bytes.ts";
 import { requireTool } from "../_helpers/temp.ts";
 import { startFaultProxy } from "../_helpers/fault_proxy.ts";
 import { Store } from "../../content/store/store.ts";
-import type { FetchEvent } from "../../remotes/copy.ts";
+import type { ProgressEvent } from "../../content/images/copy.ts";
 
 /** Pushes `multi/app:v1` (see {@link pushMultiPlatform}); `ref` names it. */
 async function pushMulti(registry: Registry): Promise<MultiPlatformImage & { ref: string }> {
@@ -34,7 +34,7 @@ function blobExists(root: string, digest: string): boolean {
   }
 }
 
-function parseEvents(stdout: string): FetchEvent[] {
+function parseEvents(stdout: string): ProgressEvent[] {
   return stdout.trim().split("\n").map((line) => JSON.parse(line));
 }
 
@@ -234,7 +234,7 @@ Deno.test("three concurrent dist fetch processes download each blob once", async
 /** Reads JSON events from a running `dist fetch --json` until one satisfies `predicate`. */
 async function waitForEvent(
   child: Deno.ChildProcess,
-  predicate: (event: FetchEvent) => boolean,
+  predicate: (event: ProgressEvent) => boolean,
 ): Promise<ReadableStreamDefaultReader<string>> {
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";

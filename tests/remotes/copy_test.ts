@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { type FetchEvent, fetchImage, type ImageSource } from "../../remotes/copy.ts";
+import { fetchImage, registrySource } from "../../remotes/copy.ts";
+import {
+  copyImage,
+  type CopySource,
+  type ProgressEvent,
+  StoreTarget,
+} from "../../content/images/copy.ts";
+import { parseReference } from "../../content/reference.ts";
 import { RegistryClient } from "../../remotes/client.ts";
 import { Store } from "../../content/store/store.ts";
 import { Images } from "../../content/images/records.ts";
@@ -45,7 +52,7 @@ function digests(image: PushedImage): string[] {
 Deno.test("fetchImage() fetches the host platform of an index, not attestations", async () => {
   await withSetup(async (registry, store, client) => {
     const { amd64, arm64, attestation } = await pushMultiPlatform(registry.url, "multi/app");
-    const events: FetchEvent[] = [];
+    const events: ProgressEvent[] = [];
     const result = await fetchImage(client, store, `${registry.host}/multi/app:v1`, {
       platforms: [parsePlatform("linux/amd64")],
       onProgress: (e) => events.push(e),
@@ -165,7 +172,7 @@ Deno.test("fetchImage() skips non-distributable layers and says so", async () =>
       foreign: [foreign],
       tag: "v1",
     });
-    const events: FetchEvent[] = [];
+    const events: ProgressEvent[] = [];
     const result = await fetchImage(client, store, `${registry.host}/foreign/app:v1`, {
       onProgress: (e) => events.push(e),
     });
@@ -219,7 +226,7 @@ Deno.test("fetchImage() fetches nothing again that the store has", async () => {
     const ref = `${registry.host}/again/app:v1`;
     const first = await fetchImage(client, store, ref);
     assert.ok(first.downloaded > 256 * 1024);
-    const events: FetchEvent[] = [];
+    const events: ProgressEvent[] = [];
     const second = await fetchImage(client, store, ref, { onProgress: (e) => events.push(e) });
     assert.equal(second.downloaded, 0);
     const statuses = new Set(events.map((e) => e.status));
@@ -229,39 +236,39 @@ Deno.test("fetchImage() fetches nothing again that the store has", async () => {
   });
 });
 
-Deno.test("fetchImage() keeps at most maxConcurrentDownloads blobs in flight", async () => {
+Deno.test("copyImage() keeps at most maxConcurrency blobs in flight", async () => {
   await withSetup(async (registry, store, client) => {
     const layers = [];
     for (let i = 0; i < 8; i++) layers.push(compressLayer(randomBytes(256 * 1024 + i), "none"));
     await pushImage(registry.url, "many/app", { layers, tag: "v1" });
-    // the real client, counting the transfers open at once
-    let open = 0;
-    let peak = 0;
-    let transfers = 0;
-    const source: ImageSource = {
-      resolve: (ref, options) => client.resolve(ref, options),
-      fetchManifest: (ref, desc, options) => client.fetchManifest(ref, desc, options),
-      async fetch(ref, desc, options) {
-        const result = await client.fetch(ref, desc, options);
-        transfers++;
-        peak = Math.max(peak, ++open);
-        const counted = result.stream.pipeThrough(
-          new TransformStream<Uint8Array<ArrayBuffer>, Uint8Array<ArrayBuffer>>({
-            flush: () => void open--,
-          }),
-        );
-        return { ...result, stream: counted };
-      },
-    };
     // transfers slowed down so that they overlap whenever the limit lets them
     const proxy = await startFaultProxy(registry.url, { bytesPerSecond: 8 << 20 });
     try {
-      await fetchImage(source, store, `${proxy.host}/many/app:v1`, { maxConcurrentDownloads: 2 });
+      const ref = parseReference(`${proxy.host}/many/app:v1`);
+      const registry = registrySource(client, ref);
+      // the real registry source, counting the transfers open at once
+      let open = 0;
+      let peak = 0;
+      let transfers = 0;
+      const source: CopySource = {
+        ...registry,
+        async open(desc, options) {
+          const result = await registry.open(desc, options);
+          transfers++;
+          peak = Math.max(peak, ++open);
+          const counted = result.stream.pipeThrough(
+            new TransformStream<Uint8Array, Uint8Array>({ flush: () => void open-- }),
+          );
+          return { ...result, stream: counted };
+        },
+      };
+      const root = await client.resolve(ref);
+      await copyImage(source, new StoreTarget(store), [root], { maxConcurrency: 2 });
+      assert.equal(transfers, 9); // 8 layers and the config
+      assert.equal(peak, 2);
     } finally {
       await proxy.stop();
     }
-    assert.equal(transfers, 9); // 8 layers and the config
-    assert.equal(peak, 2);
   });
 });
 

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { MediaType } from "../../content/descriptor.ts";
 import { digestOf } from "../../content/digest.ts";
 import { DigestMismatchError } from "../../content/errors.ts";
-import { verifyStream } from "../../content/verify.ts";
+import { VerifyStream } from "../../content/verify.ts";
 import { RegistryClient, type RetryEvent } from "../../remotes/client.ts";
 import { RegistryError } from "../../remotes/errors.ts";
 import { parseReference } from "../../content/reference.ts";
@@ -194,7 +194,7 @@ Deno.test("one flipped byte fails verification of the fetched blob", async () =>
         image.layers[0],
       );
       await assertRejects(
-        () => bytesOf(stream.pipeThrough(verifyStream(image.layers[0]))),
+        () => bytesOf(stream.pipeThrough(new VerifyStream(image.layers[0]))),
         DigestMismatchError,
         `expected digest ${image.layers[0].digest}`,
       );
