@@ -29,7 +29,7 @@ import { Store } from "./content/store/store.ts";
 import { writeBlob } from "./content/store/write_blob.ts";
 import { type Digest, parseDigest } from "./content/digest.ts";
 import { checkBundle, unpackImage } from "./content/layers/apply.ts";
-import { type ArchiveFormat, exportImages, importArchive } from "./content/archives/archive.ts";
+import { type ArchiveFormat, exportImages, importArchive } from "./content/archives/mod.ts";
 import { fileStream, openFileStream, writeFileAtomic } from "./content/internal/mod.ts";
 import {
   DEFAULT_MAX_CONCURRENT_DOWNLOADS,
@@ -1074,7 +1074,8 @@ const COMMANDS: Command[] = [
         const result = await importArchive(store, source, {
           signal,
           onProgress: json || quiet ? undefined : (e) => {
-            const text = `blob     ${shortDigest(e.digest)}  ${e.status} ${formatBytes(e.size)}\n`;
+            const status = e.status === "done" ? "imported" : e.status;
+            const text = `blob     ${shortDigest(e.digest)}  ${status} ${formatBytes(e.size)}\n`;
             writeAll(Deno.stderr, encoder.encode(text));
           },
         });

@@ -104,3 +104,22 @@ export function nameOfRepoTag(repoTag: string): string {
     );
   }
 }
+
+/** The `rootfs.diff_ids` of an image config's bytes; undefined when it is not an image config. */
+export function diffIdsOf(config: Uint8Array): string[] | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder().decode(config));
+  } catch {
+    return undefined;
+  }
+  const ids = (value as { rootfs?: { diff_ids?: unknown } } | null)?.rootfs?.diff_ids;
+  return Array.isArray(ids) && ids.every((id) => typeof id === "string") ? ids : undefined;
+}
+
+/** One image of a docker-archive's `manifest.json`. */
+export interface DockerItem {
+  Config: string;
+  RepoTags: string[] | null;
+  Layers: string[];
+}

@@ -3,4 +3,5 @@
  *
  * @module
  */
-export * from "./archive.ts";
+export * from "./export.ts";
+export * from "./import.ts";

@@ -28,7 +28,7 @@ import type { Descriptor } from "../descriptor.ts";
 import type { Digest } from "../digest.ts";
 import { CorruptContentError, LockedError, NotFoundError } from "../errors.ts";
 import { walkImage } from "./graph.ts";
-import { IMAGE_NAME_ANNOTATION, Images, REF_NAME_ANNOTATION } from "./records.ts";
+import { Images, recordName } from "./records.ts";
 import type { Info, Status } from "../store/capabilities.ts";
 import type { Store } from "../store/store.ts";
 
@@ -99,8 +99,7 @@ export async function imageUses(store: Store): Promise<ImageUses> {
 
 /** The name an `index.json` entry goes by (as {@link Images.list} reads it), else its digest. */
 function rootName(root: Descriptor): string {
-  return root.annotations?.[IMAGE_NAME_ANNOTATION] ?? root.annotations?.[REF_NAME_ANNOTATION] ??
-    root.digest;
+  return recordName(root) ?? root.digest;
 }
 
 /** A shared hold on the store that keeps garbage collection out; see {@link acquireLease}. */

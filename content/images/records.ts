@@ -72,8 +72,8 @@ export class Images {
     const index = await this.#read();
     const records: ImageRecord[] = [];
     for (const entry of index.manifests) {
-      const name = nameOf(entry);
-      if (name !== undefined) records.push({ name, target: stripNames(entry) });
+      const name = recordName(entry);
+      if (name !== undefined) records.push({ name, target: withoutNames(entry) });
     }
     return records;
   }
@@ -129,8 +129,8 @@ export class Images {
       let changed = false;
       for (const { name, entry } of entries) {
         const at = index.manifests.findIndex((m) => holdsName(m, name));
-        const next = { name, target: stripNames(entry) };
-        const current = at < 0 ? undefined : { name, target: stripNames(index.manifests[at]) };
+        const next = { name, target: withoutNames(entry) };
+        const current = at < 0 ? undefined : { name, target: withoutNames(index.manifests[at]) };
         if (current && (await options.keep?.(current, next))) {
           stored.push(current);
           continue;
@@ -267,11 +267,7 @@ function recordEntry(name: string, target: Descriptor): Descriptor {
     digest: target.digest,
     size: target.size,
     ...(target.platform ? { platform: target.platform } : {}),
-    annotations: {
-      ...target.annotations,
-      [IMAGE_NAME_ANNOTATION]: name,
-      [REF_NAME_ANNOTATION]: name,
-    },
+    annotations: { ...target.annotations, ...nameAnnotations(name) },
   };
 }
 
@@ -279,17 +275,26 @@ function emptyIndex(): IndexFile {
   return { schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [] };
 }
 
-/** The name an index entry goes by: containerd's annotation, else the OCI ref.name. */
-function nameOf(entry: Descriptor): string | undefined {
+/** The name an `index.json` entry goes by: containerd's annotation, else the OCI ref.name. */
+export function recordName(entry: Descriptor): string | undefined {
   return entry.annotations?.[IMAGE_NAME_ANNOTATION] ?? entry.annotations?.[REF_NAME_ANNOTATION];
 }
 
 /** Whether an entry answers to `name` under either annotation (skopeo looks at ref.name). */
 function holdsName(entry: Descriptor, name: string): boolean {
-  return nameOf(entry) === name || entry.annotations?.[REF_NAME_ANNOTATION] === name;
+  return recordName(entry) === name || entry.annotations?.[REF_NAME_ANNOTATION] === name;
 }
 
-function stripNames(entry: Descriptor): Descriptor {
+/**
+ * The annotations that name an image in an `index.json`: the full `name` for containerd, and
+ * `refName` (default: the full name; `docker save` puts the tag there) as the OCI ref.name.
+ */
+export function nameAnnotations(name: string, refName: string = name): Record<string, string> {
+  return { [IMAGE_NAME_ANNOTATION]: name, [REF_NAME_ANNOTATION]: refName };
+}
+
+/** An `index.json` entry without the annotations that name it. */
+export function withoutNames(entry: Descriptor): Descriptor {
   const { annotations, ...rest } = entry;
   const others = { ...annotations };
   delete others[IMAGE_NAME_ANNOTATION];

@@ -263,6 +263,7 @@ export class IngestWriter implements Writer {
 
   digest(): Digest {
     this.#checkOpen();
+    this.#flushPending(); // pending bytes are hashed as they are written out
     return this.#digester.peek();
   }
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { exportImages, importArchive } from "../../content/archives/archive.ts";
+import { exportImages, importArchive } from "../../content/archives/mod.ts";
 import type { Descriptor, Platform } from "../../content/descriptor.ts";
 import { digestOf } from "../../content/digest.ts";
 import {

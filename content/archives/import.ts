@@ -1,376 +1,77 @@
 /**
- * Image archives: {@link exportImages} writes images from the store as one tar archive, and
- * {@link importArchive} reads one back into a store and records its images.
- *
- * Two formats are written:
- * - `docker` (default): what `docker save` writes since Docker 25, so `docker load` reads it:
- *   `manifest.json` (`[{Config, RepoTags, Layers}]`, paths into `blobs/`) and `repositories`,
- *   plus `oci-layout`, `index.json` and `blobs/<alg>/<hex>`, which make the same file an OCI
- *   image layout. A docker-archive holds one platform per image: of a multi-platform image the
- *   manifest for the host's platform (or the one asked for) is written. Layers stay as stored,
- *   compressed or not (`docker load` and skopeo decompress them).
- * - `oci`: an OCI image layout (`oci-layout`, `index.json` naming each image with the
- *   `org.opencontainers.image.ref.name` and `io.containerd.image.name` annotations, `blobs/`).
- *   Images keep their whole index; manifests of platforms that were never fetched are left out.
- *
- * Blobs are streamed from the store, never held whole in memory.
+ * Reading a docker-archive or OCI image-layout archive into the store ({@link importArchive}).
  *
  * The import reads either kind, and older docker-archives whose layers sit at `<id>/layer.tar`.
- * Every blob is written through the store's verified ingest path: content under
- * `blobs/<alg>/<hex>` must have that digest, other files are named by the digest of what they
- * hold. Entry names with `..` components or absolute paths, and links leaving the archive, are
- * refused with {@link UnsafeEntryError}. Images are recorded only after the whole archive was
- * read and every image was found complete, so a failed import records nothing.
+ * A tar stream is read once, in order: every blob goes through the store's verified ingest path
+ * as it comes (content under `blobs/<alg>/<hex>` must have that digest, other files are named by
+ * the digest of what they hold), then the one graph copy walks each image from what the archive
+ * brought into the store, which proves it complete. Entry names with `..` components or absolute
+ * paths, and links leaving the archive, are refused with an `UnsafeEntryError`. Images are
+ * recorded only after the whole archive was read and every image was found complete, so a failed
+ * import records nothing.
  *
  * @example
  * ```ts ignore
  * import { Store } from "../store/store.ts";
- * import { exportImages, importArchive } from "./archive.ts";
- * const store = await Store.open("/var/lib/dist");
- * const archive = await exportImages(store, ["docker.io/library/alpine:3.20"]);
- * await archive.pipeTo((await Deno.create("alpine.tar")).writable);
- *
- * const other = await Store.open(await Deno.makeTempDir());
+ * import { importArchive } from "./import.ts";
+ * const store = await Store.open(await Deno.makeTempDir());
  * const file = await Deno.open("alpine.tar");
- * const { records } = await importArchive(other, file.readable);
+ * const { records } = await importArchive(store, file.readable);
  * console.log(records.map((r) => r.name));
  * ```
  *
  * @module
  */
-import { type Descriptor, isManifestType, MediaType, type Platform } from "../descriptor.ts";
-import {
-  type Digest,
-  digestAlgorithm,
-  Digester,
-  digestHex,
-  digestOf,
-  isDigest,
-} from "../digest.ts";
+import { type Descriptor, isManifestType, MediaType } from "../descriptor.ts";
+import { type Digest, digestOf, isDigest } from "../digest.ts";
 import {
   AlreadyExistsError,
   CorruptContentError,
   DigestMismatchError,
   DistError,
-  InvalidArgumentError,
   NotFoundError,
   SizeMismatchError,
   UnsupportedError,
 } from "../errors.ts";
-import { detectCompression } from "../layers/decompress.ts";
+import {
+  copyImage,
+  type CopySource,
+  type ProgressEvent,
+  storeSource,
+  StoreTarget,
+} from "../images/copy.ts";
 import { acquireLease } from "../images/gc.ts";
 import {
   type ImageManifest,
-  isNonDistributable,
   kindOf,
   MAX_MANIFEST_SIZE,
   parseIndex,
   parseManifest,
-  resolveManifest,
-  walkImage,
 } from "../images/graph.ts";
-import {
-  findImage,
-  type FoundImage,
-  IMAGE_NAME_ANNOTATION,
-  type ImageRecord,
-  Images,
-  REF_NAME_ANNOTATION,
-} from "../images/records.ts";
+import { type ImageRecord, Images, recordName, withoutNames } from "../images/records.ts";
+import { detectCompression } from "../layers/decompress.ts";
+import { readTar, type TarEntry } from "../layers/tar.ts";
 import type { Store } from "../store/store.ts";
-import { readTar, type TarEntry, type TarWriteEntry, writeTar } from "../layers/tar.ts";
 import { writeBlob } from "../store/write_blob.ts";
+import type { ArchiveFormat } from "./export.ts";
 import {
+  diffIdsOf,
   DOCKER_MANIFEST_FILE,
+  type DockerItem,
   INDEX_FILE,
   linkTargetPath,
   nameOfRepoTag,
-  OCI_LAYOUT,
   OCI_LAYOUT_FILE,
   REPOSITORIES_FILE,
-  repoTagOf,
   safeArchivePath,
 } from "./_archive.ts";
-
-/** The archive formats: a docker-archive (also an OCI layout) or an OCI image-layout archive. */
-export type ArchiveFormat = "docker" | "oci";
-
-/** Options of {@link exportImages}. */
-export interface ExportOptions {
-  /** `docker` (default) for `docker load`, or `oci` for an OCI image-layout archive. */
-  format?: ArchiveFormat;
-  /** Which manifest of a multi-platform image a docker-archive gets (default: the host's). */
-  platform?: Platform;
-  /** Stops the archive stream: it errors with the signal's reason. */
-  signal?: AbortSignal;
-}
-
-/**
- * Writes the images `names` (record names, any spelling of their references, or digests of
- * manifests and indexes in the store) as a tar archive in the chosen format. Everything is looked
- * up and checked before the stream is returned: a missing image or blob throws
- * {@link NotFoundError} here, not halfway through the archive.
- */
-export async function exportImages(
-  store: Store,
-  names: string[],
-  options: ExportOptions = {},
-): Promise<ReadableStream<Uint8Array>> {
-  const format = options.format ?? "docker";
-  if (format !== "docker" && format !== "oci") {
-    throw new CorruptContentError(
-      `invalid archive format ${JSON.stringify(format)}: want docker or oci`,
-    );
-  }
-  if (names.length === 0) throw new InvalidArgumentError("nothing to export: name an image");
-  const images: FoundImage[] = [];
-  for (const name of names) {
-    const image = await findImage(store, name);
-    // `alpine` and `docker.io/library/alpine:latest` name one record: it goes in once
-    const key = image.name ?? image.target.digest;
-    if (!images.some((i) => (i.name ?? i.target.digest) === key)) images.push(image);
-  }
-  const plan = format === "docker"
-    ? await planDocker(store, images, options.platform)
-    : await planOci(store, images);
-  const archive = writeTar(archiveEntries(store, plan));
-  // piping through an identity stream is what lets the signal cancel a blob midway
-  return options.signal
-    ? archive.pipeThrough(new TransformStream(), { signal: options.signal })
-    : archive;
-}
-
-/** What goes into an archive. */
-interface ArchivePlan {
-  /** The entries of `index.json`. */
-  index: Descriptor[];
-  /** `manifest.json` (docker format only). */
-  docker?: DockerItem[];
-  /** `repositories` (docker format, tagged images only). */
-  repositories?: Record<string, Record<string, string>>;
-  /** Every blob once, with its size in the store. */
-  blobs: Descriptor[];
-}
-
-/** One image of a docker-archive's `manifest.json`. */
-interface DockerItem {
-  Config: string;
-  RepoTags: string[] | null;
-  Layers: string[];
-}
-
-/** The archive path of a blob. */
-function blobPath(digest: Digest): string {
-  return `blobs/${digestAlgorithm(digest)}/${digestHex(digest)}`;
-}
-
-/** Collects an archive's blobs once each, checking that the store holds them whole. */
-class BlobList {
-  readonly #store: Store;
-  readonly #blobs = new Map<string, Descriptor>();
-
-  constructor(store: Store) {
-    this.#store = store;
-  }
-
-  get list(): Descriptor[] {
-    return [...this.#blobs.values()];
-  }
-
-  async add(descriptor: Descriptor, label: string): Promise<void> {
-    if (this.#blobs.has(descriptor.digest)) return;
-    let size: number;
-    try {
-      size = (await this.#store.info(descriptor.digest)).size;
-    } catch (error) {
-      if (!(error instanceof NotFoundError)) throw error;
-      throw new NotFoundError(`cannot export ${label}: ${descriptor.digest} is not in the store`);
-    }
-    if (size !== descriptor.size) {
-      throw new SizeMismatchError(
-        `cannot export ${label}: ${descriptor.digest} has size ${size}, its descriptor says ${descriptor.size}`,
-      );
-    }
-    this.#blobs.set(descriptor.digest, {
-      mediaType: descriptor.mediaType,
-      digest: descriptor.digest,
-      size,
-    });
-  }
-}
-
-async function readJson(store: Store, digest: Digest, what: string): Promise<unknown> {
-  const bytes = await store.readBytes(digest, { maxSize: MAX_MANIFEST_SIZE });
-  try {
-    return JSON.parse(new TextDecoder().decode(bytes));
-  } catch {
-    throw new UnsupportedError(`${what} ${digest} is not JSON`);
-  }
-}
-
-/** The config's `rootfs.diff_ids`, or undefined when it is not an image config. */
-function diffIdsOf(config: unknown): string[] | undefined {
-  const ids = (config as { rootfs?: { diff_ids?: unknown } } | null)?.rootfs?.diff_ids;
-  return Array.isArray(ids) && ids.every((id) => typeof id === "string") ? ids : undefined;
-}
-
-async function planDocker(
-  store: Store,
-  images: FoundImage[],
-  platform: Platform | undefined,
-): Promise<ArchivePlan> {
-  const blobs = new BlobList(store);
-  const items = new Map<string, DockerItem>();
-  const index: Descriptor[] = [];
-  const repositories: Record<string, Record<string, string>> = {};
-  for (const image of images) {
-    const label = image.name ?? image.target.digest;
-    const chosen = await resolveManifest(store, image.target, { platform });
-    await blobs.add(chosen, label);
-    const bytes = await store.readBytes(chosen.digest, { maxSize: MAX_MANIFEST_SIZE });
-    const manifest = parseManifest(bytes, chosen);
-    await blobs.add(manifest.config, label);
-    const diffIds = diffIdsOf(await readJson(store, manifest.config.digest, "config"));
-    if (diffIds?.length !== manifest.layers.length) {
-      throw new UnsupportedError(
-        `cannot export ${label} as a docker archive: its config lists ` +
-          `${diffIds?.length ?? "no"} diff_ids for ${manifest.layers.length} layers`,
-      );
-    }
-    for (const layer of manifest.layers) {
-      if (isNonDistributable(layer) && !(await store.has(layer.digest))) {
-        throw new UnsupportedError(
-          `cannot export ${label} as a docker archive: its non-distributable layer ` +
-            `${layer.digest} is not in the store (an OCI archive leaves it out)`,
-        );
-      }
-      await blobs.add(layer, label);
-    }
-    let item = items.get(chosen.digest);
-    if (!item) {
-      item = {
-        Config: blobPath(manifest.config.digest),
-        RepoTags: null,
-        Layers: manifest.layers.map((l) => blobPath(l.digest)),
-      };
-      items.set(chosen.digest, item);
-    }
-    const tag = image.name === undefined ? undefined : repoTagOf(image.name);
-    if (tag) {
-      item.RepoTags ??= [];
-      if (!item.RepoTags.includes(tag.repoTag)) item.RepoTags.push(tag.repoTag);
-      const top = manifest.layers.at(-1);
-      if (top) (repositories[tag.repository] ??= {})[tag.tag] = digestHex(top.digest);
-    }
-    const entry: Descriptor = {
-      mediaType: chosen.mediaType,
-      digest: chosen.digest,
-      size: chosen.size,
-    };
-    if (image.name !== undefined) {
-      // as docker save: the full name for containerd, the tag as the OCI ref.name
-      entry.annotations = { [IMAGE_NAME_ANNOTATION]: image.name };
-      if (tag) entry.annotations[REF_NAME_ANNOTATION] = tag.tag;
-    }
-    index.push(entry);
-  }
-  return {
-    index,
-    docker: [...items.values()],
-    repositories: Object.keys(repositories).length ? repositories : undefined,
-    blobs: blobs.list,
-  };
-}
-
-async function planOci(store: Store, images: FoundImage[]): Promise<ArchivePlan> {
-  const blobs = new BlobList(store);
-  const index: Descriptor[] = [];
-  for (const image of images) {
-    const label = image.name ?? image.target.digest;
-    let manifests = 0;
-    for await (const node of walkImage(store, image.target)) {
-      const { descriptor, kind } = node;
-      if (!node.present) {
-        if (descriptor.digest === image.target.digest) {
-          throw new NotFoundError(
-            `cannot export ${label}: ${descriptor.digest} is not in the store`,
-          );
-        }
-        // platforms that were never fetched, and layers nobody may redistribute, stay out
-        if (kind === "index" || kind === "manifest") continue;
-        if (kind === "layer" && isNonDistributable(descriptor)) continue;
-        throw new NotFoundError(
-          `cannot export ${label}: its ${kind} ${descriptor.digest} is not in the store`,
-        );
-      }
-      if (kind === "manifest") manifests++;
-      await blobs.add(descriptor, label);
-    }
-    if (kindOf(image.target) === "index" && manifests === 0) {
-      throw new NotFoundError(`cannot export ${label}: none of its manifests is in the store`);
-    }
-    const entry: Descriptor = { ...image.target };
-    if (image.name !== undefined) {
-      entry.annotations = {
-        ...entry.annotations,
-        [IMAGE_NAME_ANNOTATION]: image.name,
-        [REF_NAME_ANNOTATION]: image.name,
-      };
-    }
-    index.push(entry);
-  }
-  return { index, blobs: blobs.list };
-}
-
-const encoder = new TextEncoder();
-
-/** The archive's entries: metadata first, then the blobs, each opened only when its turn comes. */
-async function* archiveEntries(store: Store, plan: ArchivePlan): AsyncGenerator<TarWriteEntry> {
-  const file = (name: string, text: string): TarWriteEntry => ({
-    header: { name, mode: 0o644 },
-    body: encoder.encode(text),
-  });
-  yield file(OCI_LAYOUT_FILE, OCI_LAYOUT);
-  yield file(
-    INDEX_FILE,
-    JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: plan.index }) +
-      "\n",
-  );
-  if (plan.docker) yield file(DOCKER_MANIFEST_FILE, JSON.stringify(plan.docker) + "\n");
-  if (plan.repositories) yield file(REPOSITORIES_FILE, JSON.stringify(plan.repositories) + "\n");
-  yield { header: { name: "blobs/", type: "directory" } };
-  for (const algorithm of new Set(plan.blobs.map((b) => digestAlgorithm(b.digest)))) {
-    yield { header: { name: `blobs/${algorithm}/`, type: "directory" } };
-  }
-  for (const blob of plan.blobs) {
-    yield {
-      header: { name: blobPath(blob.digest), size: blob.size, mode: 0o644 },
-      body: await store.read(blob.digest),
-    };
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Import
-
-/** What happened to one blob of an archive being imported. */
-export interface ImportEvent {
-  /** `imported`: written to the store; `exists`: the store had it already. */
-  status: "imported" | "exists";
-  /** The entry's path in the archive. */
-  path: string;
-  /** The blob's digest. */
-  digest: Digest;
-  /** The blob's size in bytes. */
-  size: number;
-}
 
 /** Options of {@link importArchive}. */
 export interface ImportOptions {
   /** Stops the import, also while it waits for input; nothing is recorded. */
   signal?: AbortSignal;
-  /** Called for each blob of the archive. */
-  onProgress?: (event: ImportEvent) => void;
+  /** Called for each blob of the archive: `done` when written to the store, else `exists`. */
+  onProgress?: (event: ProgressEvent) => void;
 }
 
 /** What {@link importArchive} imported. */
@@ -584,7 +285,7 @@ async function ingestNamed(
   // is skipped unread (the tar reader passes over it)
   if (await store.has(digest)) {
     const info = await store.info(digest);
-    options.onProgress?.({ status: "exists", path, digest, size: info.size });
+    options.onProgress?.(blobEvent("exists", path, digest, info.size));
     return { digest, size: info.size };
   }
   try {
@@ -602,7 +303,7 @@ async function ingestNamed(
     }
     throw error;
   }
-  options.onProgress?.({ status: "imported", path, digest, size });
+  options.onProgress?.(blobEvent("done", path, digest, size));
   return { digest, size };
 }
 
@@ -615,16 +316,14 @@ async function ingestUnnamed(
 ): Promise<ArchiveFile> {
   const size = entry.header.size;
   const writer = await store.writer(`import-${crypto.randomUUID()}`, { total: size });
-  const digester = new Digester();
-  let status: ImportEvent["status"] = "imported";
+  let status: "done" | "exists" = "done";
   let digest: Digest;
   try {
     for await (const piece of pieces(entry)) {
       options.signal?.throwIfAborted();
-      digester.update(piece);
       await writer.write(piece);
     }
-    digest = digester.digest();
+    digest = writer.digest(); // the writer hashed it on the way: no second pass
     try {
       await writer.commit(size, digest);
     } catch (error) {
@@ -634,7 +333,7 @@ async function ingestUnnamed(
   } finally {
     await writer.discard(); // a random ref cannot be resumed; does nothing after a commit
   }
-  options.onProgress?.({ status, path, digest, size });
+  options.onProgress?.(blobEvent(status, path, digest, size));
   return { digest, size };
 }
 
@@ -683,13 +382,8 @@ async function imagesOf(store: Store, contents: ArchiveContents): Promise<FoundI
         if (docker && error instanceof DistError) continue;
         throw error;
       }
-      const { annotations, ...rest } = entry;
-      const target: Descriptor = rest;
-      const name = annotations?.[IMAGE_NAME_ANNOTATION] ?? annotations?.[REF_NAME_ANNOTATION];
-      const others = { ...annotations };
-      delete others[IMAGE_NAME_ANNOTATION];
-      delete others[REF_NAME_ANNOTATION];
-      if (Object.keys(others).length) target.annotations = others;
+      const target = withoutNames(entry);
+      const name = recordName(entry);
       if (name === undefined) found.unnamed.push(target);
       else if (!found.named.has(name)) found.named.set(name, target);
     }
@@ -723,51 +417,62 @@ function checkLayout(bytes: Uint8Array): void {
 }
 
 /**
- * Checks that the image below an `index.json` entry is in the store: the entry itself, and of
- * each manifest that is there its config and layers (foreign layers excepted). Manifests an index
- * lists may be missing (platforms that were not exported). Every manifest found goes to `known`.
+ * Checks that the image below an `index.json` entry is in the store: the one graph copy from what
+ * the archive brought (now in the store) into the store finds every blob there and verifies the
+ * manifests. Manifests an index lists may be missing (platforms that were not exported), and so
+ * may non-distributable layers. Every manifest found goes to `known`.
  */
 async function checkImage(store: Store, top: Descriptor, known: KnownManifest[]): Promise<void> {
-  const missing = (what: string, digest: Digest) =>
-    new CorruptContentError(
-      `invalid archive: ${what} ${digest} of ${INDEX_FILE} entry ${top.digest} is neither in ` +
-        `the archive nor in the store`,
-    );
-  let manifests = 0;
-  for await (const node of walkImage(store, top)) {
-    const { descriptor, kind } = node;
-    if (!node.present) {
-      if (descriptor.digest === top.digest) throw missing(kind, descriptor.digest);
-      if (kind === "index" || kind === "manifest") continue;
-      if (kind === "layer" && isNonDistributable(descriptor)) continue;
-      throw missing(kind, descriptor.digest);
-    }
-    const { size } = await store.info(descriptor.digest);
-    if (size !== descriptor.size) {
-      throw new SizeMismatchError(
-        `invalid archive: ${descriptor.digest} has size ${size}, its descriptor says ${descriptor.size}`,
-      );
-    }
-    if (kind !== "manifest" || !isManifestType(descriptor.mediaType)) continue;
-    manifests++;
-    const bytes = await store.readBytes(descriptor.digest, { maxSize: MAX_MANIFEST_SIZE });
-    const manifest = parseManifest(bytes, descriptor);
-    if (await store.has(manifest.config.digest)) {
-      const diffIds = diffIdsOf(await readJson(store, manifest.config.digest, "config"));
-      if (diffIds && diffIds.length !== manifest.layers.length) {
-        throw new CorruptContentError(
-          `invalid archive: manifest ${descriptor.digest} has ${manifest.layers.length} layers ` +
-            `but its config lists ${diffIds.length} diff_ids`,
-        );
-      }
-    }
-    known.push({ descriptor, manifest });
-  }
-  if (kindOf(top) === "index" && manifests === 0) {
+  const copied = await copyImage(archiveSource(store, top), new StoreTarget(store), [top], {
+    allPlatforms: true,
+    present: true,
+    action: "import",
+  });
+  if (kindOf(top) === "index" && copied.manifests.length === 0) {
     throw new CorruptContentError(
       `invalid archive: none of the manifests of ${INDEX_FILE} entry ${top.digest} is in it`,
     );
   }
+  for (const descriptor of copied.manifests) {
+    if (!isManifestType(descriptor.mediaType)) continue; // an artifact
+    const bytes = await store.readBytes(descriptor.digest, { maxSize: MAX_MANIFEST_SIZE });
+    const manifest = parseManifest(bytes, descriptor);
+    const config = await store.readBytes(manifest.config.digest, { maxSize: MAX_MANIFEST_SIZE });
+    const diffIds = diffIdsOf(config);
+    if (diffIds && diffIds.length !== manifest.layers.length) {
+      throw new CorruptContentError(
+        `invalid archive: manifest ${descriptor.digest} has ${manifest.layers.length} layers ` +
+          `but its config lists ${diffIds.length} diff_ids`,
+      );
+    }
+    known.push({ descriptor, manifest });
+  }
+}
+
+/**
+ * What an archive brought, as a copy source: the blobs it held are in the store now; one it
+ * lacked is an archive error, not a missing blob of the store.
+ */
+function archiveSource(store: Store, top: Descriptor): CopySource {
+  const stored = storeSource(store);
+  const missing = (error: unknown, descriptor: Descriptor) => {
+    if (!(error instanceof NotFoundError)) return error;
+    return new CorruptContentError(
+      `invalid archive: ${kindOf(descriptor)} ${descriptor.digest} of ${INDEX_FILE} entry ` +
+        `${top.digest} is neither in the archive nor in the store`,
+    );
+  };
+  return {
+    ...stored,
+    readManifest: (descriptor, options) =>
+      stored.readManifest(descriptor, options).catch((error) => {
+        throw missing(error, descriptor);
+      }),
+    open: (descriptor, options) =>
+      stored.open(descriptor, options).catch((error) => {
+        throw missing(error, descriptor);
+      }),
+  };
 }
 
 function parseDockerManifest(bytes: Uint8Array): DockerItem[] {
@@ -807,7 +512,9 @@ async function dockerImage(
 ): Promise<Descriptor> {
   const config = contents.lookup(item.Config, `item ${i} Config`);
   const layers = item.Layers.map((path, n) => contents.lookup(path, `item ${i} Layers[${n}]`));
-  const diffIds = diffIdsOf(await readJson(store, config.digest, "config"));
+  const diffIds = diffIdsOf(
+    await store.readBytes(config.digest, { maxSize: MAX_MANIFEST_SIZE }),
+  );
   if (diffIds?.length !== layers.length) {
     throw new CorruptContentError(
       `invalid archive: ${DOCKER_MANIFEST_FILE} item ${i} has ${layers.length} layers but its ` +
@@ -843,7 +550,7 @@ async function dockerImage(
       size: layer.size,
     });
   }
-  const bytes = encoder.encode(JSON.stringify({
+  const bytes = new TextEncoder().encode(JSON.stringify({
     schemaVersion: 2,
     mediaType: MediaType.ociManifest,
     config: { mediaType: MediaType.ociConfig, digest: config.digest, size: config.size },
@@ -863,4 +570,13 @@ async function head(store: Store, digest: Digest): Promise<Uint8Array> {
   } finally {
     await reader.cancel();
   }
+}
+
+function blobEvent(
+  status: "done" | "exists",
+  path: string,
+  digest: Digest,
+  size: number,
+): ProgressEvent {
+  return { status, name: path, path, digest, mediaType: "", kind: "blob", size };
 }
