@@ -31,7 +31,7 @@ import { isDigest, parseDigest } from "../digest.ts";
 import { CorruptContentError, InvalidArgumentError, NotFoundError } from "../errors.ts";
 import { storedDescriptor } from "./graph.ts";
 import type { Store } from "../store/store.ts";
-import { syncDirectory } from "../internal/file_stream.ts";
+import { writeFileAtomic } from "../internal/file_stream.ts";
 // Reference parsing is pure (no network): record names are image references.
 import { formatReference, parseReference } from "../reference.ts";
 
@@ -198,22 +198,10 @@ export class Images {
       create: true,
     });
     await lock.lock(true);
-    const temp = `${this.#root}/.index.json.${crypto.randomUUID()}.tmp`;
     try {
       const index = await this.#read();
       if (!(await change(index))) return;
-      const bytes = new TextEncoder().encode(JSON.stringify(index, null, 2) + "\n");
-      {
-        using file = await Deno.open(temp, { write: true, createNew: true, mode: 0o644 });
-        let written = 0;
-        while (written < bytes.length) written += await file.write(bytes.subarray(written));
-        await file.sync();
-      }
-      await Deno.rename(temp, `${this.#root}/index.json`);
-      await syncDirectory(this.#root); // the rename is durable only once the directory is
-    } catch (error) {
-      await Deno.remove(temp).catch(() => {});
-      throw error;
+      await writeFileAtomic(`${this.#root}/index.json`, JSON.stringify(index, null, 2) + "\n");
     } finally {
       await lock.unlock();
     }

@@ -60,14 +60,19 @@ export async function openFileStream(path: string): Promise<ReadableStream<Uint8
 }
 
 /**
- * Writes `stream` to `path` through a temporary file beside it that is flushed to disk and then
+ * Writes `content` to `path` through a temporary file beside it that is flushed to disk and then
  * renamed over `path`, so a failed or interrupted write, or a crash, leaves no partial file at
  * `path`.
  */
 export async function writeFileAtomic(
   path: string,
-  stream: ReadableStream<Uint8Array>,
+  content: ReadableStream<Uint8Array> | Uint8Array | string,
 ): Promise<void> {
+  const stream = typeof content === "string"
+    ? ReadableStream.from([new TextEncoder().encode(content)])
+    : content instanceof Uint8Array
+    ? ReadableStream.from([content])
+    : content;
   // checked first: finding out at the final rename would waste the whole write
   const existing = await Deno.stat(path).catch(() => undefined);
   if (existing?.isDirectory) {
