@@ -183,7 +183,7 @@ export class Authorizer {
         `registry sent an invalid token realm ${JSON.stringify(challenge.params.realm)}`,
       );
     }
-    const scopes = [...new Set([...(challenge.params.scope ?? "").split(" "), scope])]
+    const scopes = [...new Set([...(challenge.params.scope ?? "").split(" "), ...scope.split(" ")])]
       .filter((s) => s !== "");
     const service = challenge.params.service;
     const where = `${realm.origin}${realm.pathname}`; // the query may carry secrets

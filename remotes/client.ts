@@ -146,8 +146,12 @@ export interface FetchResult {
 }
 
 interface Exchange {
-  method: "GET" | "HEAD";
+  method: RequestMethod;
   url: URL;
+  /** Makes the body afresh for each send (a retry, a challenge answered, a 307/308 redirect). */
+  body?: () => BodyInit | null;
+  /** The token scope(s), space-separated (default: pull on the reference's repository). */
+  scope?: string;
   ref: Reference;
   /** Names the operation in messages: `resolve docker.io/library/redis:latest`. */
   action: string;
@@ -164,6 +168,37 @@ interface Failure {
   status?: number;
   errors?: RegistryErrorEntry[];
   cause?: unknown;
+}
+
+/** The methods {@link RegistryClient.request} sends. */
+export type RequestMethod = "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE";
+
+/** A request of {@link RegistryClient.request}. */
+export interface RegistryRequest {
+  /** The HTTP method. */
+  method: RequestMethod;
+  /**
+   * Where: a path below `/v2/<repository>/` (`blobs/uploads/`, `manifests/v1`), or an absolute
+   * URL the registry handed out (an upload's `Location`), which must be on the registry's origin.
+   */
+  path: string;
+  /** Query parameters to add (`digest`, `mount`, `from`). */
+  query?: Record<string, string>;
+  /** Makes the body; called again for every send, so a retry resends it whole. */
+  body?: () => BodyInit | null;
+  /** Request headers. */
+  headers?: Record<string, string>;
+  /**
+   * The token scope(s), space-separated, e.g. `repository:app:pull,push repository:base:pull`
+   * for a cross-repository mount (default: pull on the reference's repository).
+   */
+  scope?: string;
+  /** Names the operation in error messages: `push app:v1`. */
+  action: string;
+  /** Statuses handed back instead of raised (e.g. 404 for a HEAD that asks whether a blob is there). */
+  pass?: readonly number[];
+  /** Stops the request. */
+  signal?: AbortSignal;
 }
 
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
@@ -199,6 +234,26 @@ export class RegistryClient {
       provider,
       (url, init) => this.#tokenRequest(url, init),
     );
+  }
+
+  /**
+   * Sends one request to the repository of `ref` with the client's authentication, retries and
+   * redirect rules: the building block of pushes and other writes. Returns a 2xx reply (or one
+   * whose status is in `pass`); raises typed errors otherwise.
+   */
+  async request(ref: Reference, request: RegistryRequest): Promise<Response> {
+    const base = this.#url(ref, "manifests", "");
+    const root = new URL(`/v2/${ref.repository}/`, base);
+    const url = new URL(request.path, root);
+    if (url.origin !== base.origin) {
+      throw new RegistryError(
+        `cannot ${request.action}: the registry sent a URL on another host: ${url.href}`,
+      );
+    }
+    for (const [key, value] of Object.entries(request.query ?? {})) {
+      url.searchParams.set(key, value);
+    }
+    return await this.#exchange({ ...request, url, ref });
   }
 
   /** Releases the HTTP client (connections, TLS settings). */
@@ -435,7 +490,7 @@ export class RegistryClient {
    */
   async #exchange(exchange: Exchange): Promise<Response> {
     const { ref, action, signal } = exchange;
-    const scope = `repository:${ref.repository}:pull`;
+    const scope = exchange.scope ?? `repository:${ref.repository}:pull`;
     const tries: string[] = [];
     let reauthorized = false;
     for (;;) {
@@ -555,7 +610,14 @@ export class RegistryClient {
       headers.set("user-agent", this.#userAgent);
       const atRegistry = url.origin === origin;
       if (authorization && atRegistry) headers.set("authorization", authorization);
-      const reply = await this.#transport.send(url, { method, headers, signal: exchange.signal });
+      // a 303 (and, as browsers do, a 301/302 of a POST) turns into a GET without the body
+      const body = method === exchange.method ? exchange.body?.() ?? null : null;
+      const reply = await this.#transport.send(url, {
+        method,
+        headers,
+        body,
+        signal: exchange.signal,
+      });
       const location = reply.headers.get("location");
       if (!REDIRECT_STATUSES.has(reply.status) || !location) return { reply, atRegistry };
       await reply.body?.cancel();
@@ -563,7 +625,8 @@ export class RegistryClient {
         throw new RegistryError(`cannot ${exchange.action}: more than ${MAX_REDIRECTS} redirects`);
       }
       url = new URL(location, url);
-      if (reply.status === 303 && method !== "HEAD") method = "GET";
+      const post = method === "POST" && (reply.status === 301 || reply.status === 302);
+      if ((reply.status === 303 && method !== "HEAD") || post) method = "GET";
     }
   }
 
