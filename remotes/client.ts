@@ -152,6 +152,8 @@ interface Exchange {
   body?: () => BodyInit | null;
   /** The token scope(s), space-separated (default: pull on the reference's repository). */
   scope?: string;
+  /** Send once: a failure is the caller's to recover (an upload chunk cannot be resent as is). */
+  once?: boolean;
   ref: Reference;
   /** Names the operation in messages: `resolve docker.io/library/redis:latest`. */
   action: string;
@@ -197,6 +199,8 @@ export interface RegistryRequest {
   action: string;
   /** Statuses handed back instead of raised (e.g. 404 for a HEAD that asks whether a blob is there). */
   pass?: readonly number[];
+  /** Send once, with no retry: a streamed body cannot be sent again (see `PATCH` uploads). */
+  once?: boolean;
   /** Stops the request. */
   signal?: AbortSignal;
 }
@@ -575,7 +579,7 @@ export class RegistryClient {
   async #backOff(exchange: Exchange, tries: string[], failure: Failure): Promise<void> {
     tries.push(failure.reason);
     const attempt = tries.length;
-    if (attempt >= this.#policy.attempts) {
+    if (attempt >= this.#policy.attempts || exchange.once) {
       const summary = attempt === 1
         ? failure.reason
         : `gave up after ${attempt} tries: ${summarizeTries(tries)}`;

@@ -16,3 +16,4 @@ export * from "./credentials.ts";
 export * from "./client.ts";
 export * from "./fetch_object.ts";
 export * from "./copy.ts";
+export * from "./push.ts";

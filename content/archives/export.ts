@@ -264,8 +264,9 @@ class ArchiveTarget implements CopyTarget {
   }
 
   // deno-lint-ignore require-await
-  async writeManifest(descriptor: Descriptor, bytes: Uint8Array): Promise<void> {
+  async writeManifest(descriptor: Descriptor, bytes: Uint8Array): Promise<"done"> {
     this.#blobs.push({ descriptor, bytes });
+    return "done";
   }
 
   async writeBlob(

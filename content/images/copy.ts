@@ -178,8 +178,15 @@ export interface CopyTarget {
   has(descriptor: Descriptor, signal: AbortSignal): Promise<boolean>;
   /** The bytes of a manifest the target already holds, sparing a read from the source. */
   readManifest?(descriptor: Descriptor): Promise<Uint8Array<ArrayBuffer> | undefined>;
-  /** Writes a manifest or index with exactly these bytes. */
-  writeManifest(descriptor: Descriptor, bytes: Uint8Array, context: WriteContext): Promise<void>;
+  /**
+   * Writes a manifest or index with exactly these bytes; resolves `exists` when the target turned
+   * out to hold it.
+   */
+  writeManifest(
+    descriptor: Descriptor,
+    bytes: Uint8Array,
+    context: WriteContext,
+  ): Promise<"done" | "exists">;
   /**
    * Writes a blob read from `source`, resuming what an earlier write left where the target can;
    * resolves `exists` when it turned out that another writer stored it meanwhile.
@@ -216,7 +223,7 @@ export interface CopyResult {
   manifests: Descriptor[];
   /** Non-distributable layers that were left out. */
   skipped: Descriptor[];
-  /** Bytes read from the source by this run. */
+  /** Bytes this run moved to the target (read from the source and written). */
   copied: number;
 }
 
@@ -330,10 +337,12 @@ class CopyJob {
     if (held) this.#emit(node, { status: "exists" });
     const write = async () => {
       if (held) return;
-      await this.#writes.run(
+      const outcome = await this.#writes.run(
         () => this.#target.writeManifest(node.descriptor, bytes, this.#context(node)),
         this.#signal,
       );
+      if (outcome === "exists") return this.#emit(node, { status: "exists" });
+      this.#copied += bytes.length;
       this.#emit(node, { status: "done", offset: bytes.length });
     };
     let graph: Children;
@@ -381,9 +390,7 @@ class CopyJob {
 
   async #readManifest(node: GraphNode): Promise<Uint8Array<ArrayBuffer>> {
     this.#emit(node, { status: "downloading", offset: 0 });
-    const bytes = await this.#source.readManifest(node.descriptor, { signal: this.#signal });
-    this.#copied += bytes.length;
-    return bytes;
+    return await this.#source.readManifest(node.descriptor, { signal: this.#signal });
   }
 
   async #visitBlob(node: GraphNode): Promise<void> {
@@ -473,9 +480,9 @@ export class StoreTarget implements CopyTarget {
     descriptor: Descriptor,
     bytes: Uint8Array,
     context: WriteContext,
-  ): Promise<void> {
+  ): Promise<"done" | "exists"> {
     const writer = await this.#openWriter(descriptor, context);
-    if (!writer) return;
+    if (!writer) return "exists";
     try {
       if (writer.offset > 0) await writer.truncate(0);
       await writer.write(bytes);
@@ -483,7 +490,9 @@ export class StoreTarget implements CopyTarget {
     } catch (error) {
       await writer.close().catch(() => {});
       if (!(error instanceof AlreadyExistsError)) throw error;
+      return "exists";
     }
+    return "done";
   }
 
   async writeBlob(

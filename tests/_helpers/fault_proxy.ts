@@ -28,6 +28,8 @@ export interface FaultRule {
   chunked?: boolean;
   /** Forward, but cut the connection after this many body bytes. */
   cutAfter?: number;
+  /** Forward the request body, but cut it off after this many bytes (an upload cut midway). */
+  cutRequestAfter?: number;
   /** Forward, but flip (invert) the body byte at this offset. */
   flipByteAt?: number;
   /** Answer `307` to the same path and query at this origin (`http://127.0.0.1:PORT`). */
@@ -234,15 +236,21 @@ export function startFaultProxy(
     for (const [name, value] of Object.entries(options.upstreamHeaders ?? {})) {
       headers.set(name, value);
     }
+    const cut = rule?.cutRequestAfter;
     const reply = await fetch(`${upstream}${path}`, {
       method: req.method,
       headers,
-      body: req.body,
+      body: req.body && cut !== undefined ? alter(req.body, { ...rule!, cutAfter: cut }) : req.body,
       redirect: "manual",
     });
     record.status = reply.status;
     const replyHeaders = new Headers(reply.headers);
     for (const [name, value] of Object.entries(rule?.headers ?? {})) replyHeaders.set(name, value);
+    // as a reverse proxy does: the upstream's own URLs (upload sessions) point back at the proxy
+    const location = replyHeaders.get("location");
+    if (location?.startsWith(upstream)) {
+      replyHeaders.set("location", `${new URL(req.url).origin}${location.slice(upstream.length)}`);
+    }
     let body = reply.body && rule ? alter(reply.body, rule) : reply.body;
     if (body && req.method === "GET" && url.pathname.includes("/blobs/")) {
       if (options.bytesPerSecond) body = throttle(body, options.bytesPerSecond, stopping.signal);
