@@ -13,6 +13,8 @@ import { defaultRoot } from "./content/store/root.ts";
 import { RegistryClient } from "./remotes/client.ts";
 import type { Credentials } from "./remotes/credentials.ts";
 import { fetchObject } from "./remotes/fetch_object.ts";
+import { pushImage } from "./remotes/push.ts";
+import { copyLocation, parseLocation } from "./remotes/transports.ts";
 import {
   formatReference,
   parseObjectReference,
@@ -220,6 +222,8 @@ interface Command {
   /** `dist NAME` followed by this, e.g. `[flags] DIGEST...`. */
   usage: string;
   summary: string;
+  /** More about the command, shown by its `--help` under the usage line. */
+  description?: string;
   flags: FlagSpec[];
   /** True for commands that talk to a registry only and take no `--root`. */
   storeless?: boolean;
@@ -388,6 +392,29 @@ function fetchFlags(ctx: Context): FetchImageOptions {
   return { platforms, allPlatforms, maxConcurrentDownloads: max ? Number(max) : undefined };
 }
 
+/** A flag that must be a positive whole number, if given. */
+function positiveFlag(ctx: Context, name: string): number | undefined {
+  const value = stringFlag(ctx, name);
+  if (value !== undefined && !/^[1-9]\d*$/.test(value)) {
+    throw new UsageError(`--${name} wants a positive number, got ${value}`);
+  }
+  return value === undefined ? undefined : Number(value);
+}
+
+/** Runs `task` with the progress output `--json` / `-q` / plain asks for. */
+async function withProgress<T>(
+  ctx: Context,
+  task: (onProgress: ((event: ProgressEvent) => void) | undefined) => Promise<T>,
+): Promise<T> {
+  const json = boolFlag(ctx, "json");
+  const renderer = json || boolFlag(ctx, "quiet") ? undefined : progressRenderer();
+  try {
+    return await task(json ? (e) => out.json(e) : renderer?.onProgress);
+  } finally {
+    renderer?.close();
+  }
+}
+
 /** `12.3 MiB` */
 function formatBytes(n: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -408,8 +435,8 @@ function progressRenderer(): { onProgress(event: ProgressEvent): void; close(): 
   let drawn = 0;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const line = (e: ProgressEvent) => {
-    const state = e.status === "downloading"
-      ? `downloading ${formatBytes(e.offset ?? 0)} / ${formatBytes(e.size)}` +
+    const state = e.status === "downloading" || e.status === "uploading"
+      ? `${e.status} ${formatBytes(e.offset ?? 0)} / ${formatBytes(e.size)}` +
         (e.resumedFrom ? ` (resumed at ${formatBytes(e.resumedFrom)})` : "")
       : e.status === "skipped"
       ? `skipped (${e.reason})`
@@ -1094,6 +1121,125 @@ const COMMANDS: Command[] = [
       });
     },
   },
+  {
+    name: "push",
+    usage: "[flags] NAME [DEST-REF]",
+    summary: "push an image from the store to a registry, every platform the store holds of it",
+    flags: [
+      {
+        name: "max-concurrent-uploads",
+        type: "string",
+        value: "N",
+        description:
+          `blobs uploaded at once (default ${DEFAULT_MAX_CONCURRENT_DOWNLOADS}; one over 16 MiB counts as two)`,
+      },
+      { name: "json", type: "boolean", description: "print progress events as JSON, one a line" },
+      {
+        name: "quiet",
+        short: "q",
+        type: "boolean",
+        description: "print only the image descriptor",
+      },
+      ...REGISTRY_FLAGS,
+    ],
+    run(ctx) {
+      expectArgs(ctx, 1, 2);
+      const [name, destination] = ctx.args;
+      const dest = destination === undefined ? undefined : parseReference(destination);
+      const max = positiveFlag(ctx, "max-concurrent-uploads");
+      return interruptible(
+        "push interrupted: uploaded blobs are skipped next time",
+        async (signal) => {
+          const store = await Store.open(ctx.root(), READ_ONLY);
+          const client = await registryClient(ctx);
+          try {
+            const result = await withProgress(
+              ctx,
+              (onProgress) =>
+                pushImage(client, store, name, dest, {
+                  maxConcurrentUploads: max,
+                  signal,
+                  onProgress,
+                }),
+            );
+            if (boolFlag(ctx, "quiet")) {
+              out.json(result.descriptor);
+            } else if (!boolFlag(ctx, "json")) {
+              out.line(
+                `pushed ${result.name} ${result.descriptor.digest} ` +
+                  `(${formatBytes(result.uploaded)} uploaded)`,
+              );
+            }
+          } finally {
+            client.close();
+          }
+        },
+      );
+    },
+  },
+  {
+    name: "copy",
+    aliases: ["cp"],
+    usage: "[flags] SRC DEST",
+    summary: "copy an image between registries, OCI layouts and archives, without the store",
+    storeless: true,
+    description: "SRC and DEST are registry references (docker://REF or REF), oci:DIR[:NAME], " +
+      "oci-archive:FILE[:NAME] or docker-archive:FILE[:NAME], as skopeo names them. Between " +
+      "registries every blob streams straight through, verified, and is mounted when both are " +
+      "repositories of one registry. Of a multi-platform image one platform's manifest is copied " +
+      "(--platform, default this machine's), or the whole index with --all-platforms.",
+    flags: [
+      {
+        name: "platform",
+        type: "string",
+        value: "OS/ARCH[/VARIANT]",
+        description: "platform to copy of a multi-platform image (default: this machine's)",
+      },
+      { name: "all-platforms", type: "boolean", description: "copy the whole index" },
+      {
+        name: "max-concurrent-downloads",
+        type: "string",
+        value: "N",
+        description: `blobs copied at once (default ${DEFAULT_MAX_CONCURRENT_DOWNLOADS})`,
+      },
+      { name: "json", type: "boolean", description: "print progress events as JSON, one a line" },
+      { name: "quiet", short: "q", type: "boolean", description: "print only the descriptor" },
+      ...REGISTRY_FLAGS,
+    ],
+    run(ctx) {
+      expectArgs(ctx, 2, 2);
+      const [from, to] = ctx.args.map(parseLocation);
+      const platformFlag = stringFlag(ctx, "platform");
+      const allPlatforms = boolFlag(ctx, "all-platforms");
+      if (allPlatforms && platformFlag) {
+        throw new UsageError("--all-platforms conflicts with --platform");
+      }
+      const platform = platformFlag ? parsePlatform(platformFlag) : undefined;
+      const max = positiveFlag(ctx, "max-concurrent-downloads");
+      return interruptible("copy interrupted", async (signal) => {
+        const client = await registryClient(ctx);
+        try {
+          const result = await withProgress(ctx, (onProgress) =>
+            copyLocation(client, from, to, {
+              platform,
+              allPlatforms,
+              maxConcurrency: max,
+              signal,
+              onProgress,
+            }));
+          if (boolFlag(ctx, "quiet")) out.json(result.descriptor);
+          else if (!boolFlag(ctx, "json")) {
+            out.line(
+              `copied ${ctx.args[0]} to ${ctx.args[1]} ${result.descriptor.digest} ` +
+                `(${formatBytes(result.copied)} copied)`,
+            );
+          }
+        } finally {
+          client.close();
+        }
+      });
+    },
+  },
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -1109,9 +1255,21 @@ function flagHelp(specs: FlagSpec[]): string {
   return rows.map(([n, d]) => `  ${n.padEnd(width)}  ${d}`).join("\n");
 }
 
+/** `text` broken into lines of at most `width` characters, at spaces. */
+function wrap(text: string, width: number): string {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    if (line && line.length + 1 + word.length > width) (lines.push(line), line = word);
+    else line = line ? `${line} ${word}` : word;
+  }
+  return [...lines, line].join("\n");
+}
+
 function commandHelp(command: Command): string {
   const aliases = command.aliases?.length ? `\nAliases: ${command.aliases.join(", ")}\n` : "";
-  return `${command.summary}\n\nUsage: dist ${command.name} ${command.usage}\n${aliases}\nFlags:\n${
+  const more = command.description ? `\n${wrap(command.description, 80)}\n` : "";
+  return `${command.summary}\n\nUsage: dist ${command.name} ${command.usage}\n${aliases}${more}\nFlags:\n${
     flagHelp(commandFlags(command))
   }\n`;
 }

@@ -17,3 +17,4 @@ export * from "./client.ts";
 export * from "./fetch_object.ts";
 export * from "./copy.ts";
 export * from "./push.ts";
+export * from "./transports.ts";

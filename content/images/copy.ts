@@ -388,9 +388,8 @@ class CopyJob {
     return (await this.#source.has?.(node.descriptor)) ?? false;
   }
 
-  async #readManifest(node: GraphNode): Promise<Uint8Array<ArrayBuffer>> {
-    this.#emit(node, { status: "downloading", offset: 0 });
-    return await this.#source.readManifest(node.descriptor, { signal: this.#signal });
+  #readManifest(node: GraphNode): Promise<Uint8Array<ArrayBuffer>> {
+    return this.#source.readManifest(node.descriptor, { signal: this.#signal });
   }
 
   async #visitBlob(node: GraphNode): Promise<void> {

@@ -1,0 +1,189 @@
+/** `dist push` and `dist copy` against real registries, checked with skopeo. */
+import assert from "node:assert/strict";
+import { runDist } from "../_helpers/cli.ts";
+import { buildLayer, pushMultiPlatform } from "../_helpers/images.ts";
+import { pushImage as putImage } from "../_helpers/images.ts";
+import { startRegistry, withRegistry } from "../_helpers/registry.ts";
+import { requireTool } from "../_helpers/temp.ts";
+import { startTokenIssuer } from "../_helpers/token_issuer.ts";
+import { startFaultProxy } from "../_helpers/fault_proxy.ts";
+
+const decoder = new TextDecoder();
+
+async function run(program: string, args: string[]): Promise<string> {
+  const result = await new Deno.Command(program, { args, stdout: "piped", stderr: "piped" })
+    .output();
+  assert.ok(result.success, `${program} ${args.join(" ")}: ${decoder.decode(result.stderr)}`);
+  return decoder.decode(result.stdout);
+}
+
+/** The digest of what `skopeo inspect --raw` reads at `ref`. */
+async function remoteDigest(ref: string): Promise<string> {
+  const raw = new TextEncoder().encode(
+    await run("skopeo", ["inspect", "--raw", "--tls-verify=false", `docker://${ref}`]),
+  );
+  const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", raw));
+  return "sha256:" + [...hash].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function dist(args: string[]): Promise<string> {
+  const result = await runDist(args);
+  assert.equal(result.code, 0, `dist ${args.join(" ")}: ${result.stderr}`);
+  return result.stdout;
+}
+
+Deno.test("dist push sends a fetched image to another repository; skopeo copies it back unchanged", async () => {
+  await requireTool("skopeo");
+  await withRegistry(async (registry, dir) => {
+    await pushMultiPlatform(registry.url, "src/app");
+    const root = `${dir}/root`;
+    const src = `${registry.host}/src/app:v1`;
+    const fetched = JSON.parse(await dist(["fetch", "--root", root, "--all-platforms", "-q", src]));
+    const pushed = await dist(["push", "--root", root, src, `${registry.host}/dst/app:v2`]);
+    assert.match(pushed, new RegExp(`^pushed ${registry.host}/dst/app:v2 ${fetched.digest} `));
+    assert.equal(await remoteDigest(`${registry.host}/dst/app:v2`), fetched.digest);
+    await run("skopeo", [
+      "copy",
+      "--all",
+      "--src-tls-verify=false",
+      "--dest-tls-verify=false",
+      `docker://${registry.host}/dst/app:v2`,
+      `docker://${registry.host}/back/app:v3`,
+    ]);
+    assert.equal(await remoteDigest(`${registry.host}/back/app:v3`), fetched.digest);
+    // a second push moves no blob: only the index goes again, under its tag
+    const again = await runDist([
+      "push",
+      "--root",
+      root,
+      "--json",
+      src,
+      `${registry.host}/dst/app:v2`,
+    ]);
+    assert.equal(again.code, 0, again.stderr);
+    const events = again.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    assert.ok(events.every((e) => e.kind === "index" || e.status === "exists"), again.stdout);
+    const missing = await runDist(["push", "--root", root, "nothing/here:v1"]);
+    assert.equal(missing.code, 3, missing.stderr);
+  });
+});
+
+Deno.test("dist import then push then fetch elsewhere unpacks the same files", async () => {
+  await withRegistry(async (registry, dir) => {
+    await putImage(registry.url, "src/tool", {
+      layers: [await buildLayer({ "etc/hello": "hello from the archive\n" }, "gzip")],
+      tag: "v1",
+    });
+    const src = `${registry.host}/src/tool:v1`;
+    await dist(["copy", src, `docker-archive:${dir}/tool.tar:${src}`]);
+    await dist(["import", "--root", `${dir}/a`, `${dir}/tool.tar`]);
+    await dist(["push", "--root", `${dir}/a`, src, `${registry.host}/pushed/tool:v1`]);
+    await dist(["pull", "--root", `${dir}/b`, `${registry.host}/pushed/tool:v1`, `${dir}/bundle`]);
+    assert.equal(
+      await Deno.readTextFile(`${dir}/bundle/rootfs/etc/hello`),
+      "hello from the archive\n",
+    );
+  });
+});
+
+Deno.test("dist copy between two registries, token auth on the destination, digests kept", async () => {
+  await requireTool("skopeo");
+  const issuer = await startTokenIssuer({ users: { pusher: "push-pw" } });
+  const destination = await startRegistry(issuer.auth);
+  try {
+    await withRegistry(async (registry) => {
+      await pushMultiPlatform(registry.url, "src/app");
+      const src = `${registry.host}/src/app:v1`;
+      const whole = JSON.parse(
+        await dist([
+          "copy",
+          "--all-platforms",
+          "-q",
+          "-u",
+          "pusher:push-pw",
+          src,
+          `${destination.host}/team/app:v1`,
+        ]),
+      );
+      assert.equal(await remoteDigest(src), whole.digest);
+      // skopeo reads it with the same credentials
+      const raw = await run("skopeo", [
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        "pusher:push-pw",
+        `docker://${destination.host}/team/app:v1`,
+      ]);
+      assert.equal(JSON.parse(raw).manifests.length, 3);
+      assert.ok(issuer.requests.some((r) => r.scopes.includes("repository:team/app:pull,push")));
+      // one platform: its manifest alone
+      const arm = JSON.parse(
+        await dist(["copy", "--platform", "linux/arm64", "-q", src, `${registry.host}/arm/app:v1`]),
+      );
+      assert.equal(arm.mediaType, "application/vnd.oci.image.manifest.v1+json");
+      assert.equal(await remoteDigest(`${registry.host}/arm/app:v1`), arm.digest);
+    });
+  } finally {
+    await destination.stop();
+    await issuer.stop();
+  }
+});
+
+Deno.test("dist copy mounts blobs between repositories of one registry", async () => {
+  await withRegistry(async (registry) => {
+    await pushMultiPlatform(registry.url, "src/app");
+    const proxy = await startFaultProxy(registry.url);
+    try {
+      await dist([
+        "copy",
+        "--all-platforms",
+        `${proxy.host}/src/app:v1`,
+        `${proxy.host}/other/app:v1`,
+      ]);
+      const posts = proxy.requests.filter((r) => r.method === "POST");
+      assert.ok(
+        posts.length > 0 && posts.every((r) => r.path.includes("mount=")),
+        posts.map((r) => r.path).join("\n"),
+      );
+      assert.ok(
+        !proxy.requests.some((r) =>
+          r.method === "PATCH" || r.method === "PUT" && r.path.includes("/blobs/")
+        ),
+      );
+    } finally {
+      await proxy.stop();
+    }
+  });
+});
+
+Deno.test("dist copy writes and reads OCI layouts and archives that skopeo reads", async () => {
+  await requireTool("skopeo");
+  await withRegistry(async (registry, dir) => {
+    await pushMultiPlatform(registry.url, "src/app");
+    const src = `${registry.host}/src/app:v1`;
+    const digest = await remoteDigest(src);
+    await dist(["copy", "--all-platforms", src, `oci:${dir}/layout:v1`]);
+    await run("skopeo", ["inspect", "--raw", `oci:${dir}/layout:v1`]);
+    await dist([
+      "copy",
+      "--all-platforms",
+      `oci:${dir}/layout:v1`,
+      `${registry.host}/from-oci/app:v1`,
+    ]);
+    assert.equal(await remoteDigest(`${registry.host}/from-oci/app:v1`), digest);
+    await dist(["copy", "--all-platforms", src, `oci-archive:${dir}/app.tar`]);
+    await dist([
+      "copy",
+      "--all-platforms",
+      `oci-archive:${dir}/app.tar`,
+      `${registry.host}/from-tar/app:v1`,
+    ]);
+    assert.equal(await remoteDigest(`${registry.host}/from-tar/app:v1`), digest);
+    await dist(["copy", src, `docker-archive:${dir}/docker.tar`]);
+    await run("skopeo", ["inspect", `docker-archive:${dir}/docker.tar`]);
+    const bad = await runDist(["copy", src, "oci:"]);
+    assert.equal(bad.code, 2, bad.stderr);
+    assert.match(bad.stderr, /invalid location "oci:"/);
+  });
+});
