@@ -14,6 +14,8 @@ import { RegistryClient } from "./remotes/client.ts";
 import type { Credentials } from "./remotes/credentials.ts";
 import { fetchObject } from "./remotes/fetch_object.ts";
 import { pushImage } from "./remotes/push.ts";
+import { loadHosts, mirrorHost } from "./remotes/hosts.ts";
+import { type Mirror, mirrorsOf } from "./remotes/mirrors.ts";
 import { copyLocation, parseLocation } from "./remotes/transports.ts";
 import {
   formatReference,
@@ -361,6 +363,20 @@ const FETCH_FLAGS: FlagSpec[] = [
   },
   { name: "all-platforms", type: "boolean", description: "fetch every platform and attestation" },
   {
+    name: "mirror",
+    type: "string",
+    multiple: true,
+    value: "HOST",
+    description:
+      "try this registry mirror first (pull and resolve), then the next, then the upstream",
+  },
+  {
+    name: "hosts-dir",
+    type: "string",
+    value: "DIR",
+    description: "containerd-style registry hosts: DIR/<registry>/hosts.toml names mirrors",
+  },
+  {
     name: "max-concurrent-downloads",
     type: "string",
     value: "N",
@@ -390,6 +406,14 @@ function fetchFlags(ctx: Context): FetchImageOptions {
     throw new UsageError(`--max-concurrent-downloads wants a positive number, got ${max}`);
   }
   return { platforms, allPlatforms, maxConcurrentDownloads: max ? Number(max) : undefined };
+}
+
+/** The mirrors `--mirror` and `--hosts-dir` name for `ref`'s registry. */
+async function mirrorsFor(ctx: Context, ref: Reference): Promise<Mirror[]> {
+  const hosts = listFlag(ctx, "mirror").map(mirrorHost);
+  const dir = stringFlag(ctx, "hosts-dir");
+  if (dir) hosts.push(...(await loadHosts(dir, ref.registry)));
+  return mirrorsOf(hosts, ref.registry);
 }
 
 /** A flag that must be a positive whole number, if given. */
@@ -529,18 +553,17 @@ async function fetchWithProgress(
   ref: Reference,
   options: FetchImageOptions,
 ): Promise<FetchImageResult> {
-  const json = boolFlag(ctx, "json");
-  const quiet = boolFlag(ctx, "quiet");
-  const renderer = json || quiet ? undefined : progressRenderer();
+  const mirrors = await mirrorsFor(ctx, ref);
   let result: FetchImageResult;
   try {
-    result = await fetchImage(client, store, ref, {
-      ...options,
-      onProgress: json ? (e) => out.json(e) : renderer?.onProgress,
-    });
+    result = await withProgress(
+      ctx,
+      (onProgress) => fetchImage(client, store, ref, { ...options, mirrors, onProgress }),
+    );
   } finally {
-    renderer?.close();
+    for (const mirror of mirrors) mirror.client.close();
   }
+  const quiet = boolFlag(ctx, "quiet");
   if (quiet) {
     for (const layer of result.skipped) {
       out.warn(`skipped non-distributable layer ${layer.digest} (${layer.mediaType})`);

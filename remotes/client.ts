@@ -106,6 +106,11 @@ export interface RegistryClientOptions {
   onRetry?: (event: RetryEvent) => void;
   /** The `User-Agent` header (default `dist/0.1.0`). */
   userAgent?: string;
+  /**
+   * The path the registry API is served under (default `/v2`): a mirror set up with containerd's
+   * `override_path` names its own, such as `/proxy/v2`.
+   */
+  apiRoot?: string;
 }
 
 /** Options of {@link RegistryClient.resolve}. */
@@ -216,6 +221,7 @@ export class RegistryClient {
   readonly #policy: RetryPolicy;
   readonly #onRetry?: (event: RetryEvent) => void;
   readonly #userAgent: string;
+  readonly #apiRoot: string;
 
   /** Creates a client; nothing is sent until the first call. */
   constructor(options: RegistryClientOptions = {}) {
@@ -228,6 +234,7 @@ export class RegistryClient {
     };
     this.#onRetry = options.onRetry;
     this.#userAgent = options.userAgent ?? "dist/0.1.0";
+    this.#apiRoot = (options.apiRoot ?? "/v2").replace(/\/+$/, "");
     const credentials = options.credentials;
     const provider: CredentialProvider = typeof credentials === "function"
       ? credentials
@@ -247,7 +254,7 @@ export class RegistryClient {
    */
   async request(ref: Reference, request: RegistryRequest): Promise<Response> {
     const base = this.#url(ref, "manifests", "");
-    const root = new URL(`/v2/${ref.repository}/`, base);
+    const root = new URL(`${this.#apiRoot}/${ref.repository}/`, base);
     const url = new URL(request.path, root);
     if (url.origin !== base.origin) {
       throw new RegistryError(
@@ -485,7 +492,9 @@ export class RegistryClient {
   #url(ref: Reference, kind: "manifests" | "blobs", object: string): URL {
     const host = registryHost(ref.registry);
     const plain = this.#plainHttp ?? isLoopbackHost(host);
-    return new URL(`${plain ? "http" : "https"}://${host}/v2/${ref.repository}/${kind}/${object}`);
+    return new URL(
+      `${plain ? "http" : "https"}://${host}${this.#apiRoot}/${ref.repository}/${kind}/${object}`,
+    );
   }
 
   /**

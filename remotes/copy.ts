@@ -36,6 +36,7 @@ import { Images } from "../content/images/records.ts";
 import type { Store } from "../content/store/store.ts";
 import { formatReference, parseReference, type Reference } from "../content/reference.ts";
 import type { RegistryClient } from "./client.ts";
+import { type Mirror, mirroredSource, resolveThrough } from "./mirrors.ts";
 
 /** The default number of blobs downloaded at once (see {@link DEFAULT_MAX_CONCURRENCY}). */
 export const DEFAULT_MAX_CONCURRENT_DOWNLOADS: number = DEFAULT_MAX_CONCURRENCY;
@@ -57,6 +58,8 @@ export interface FetchImageOptions {
   onProgress?: (event: ProgressEvent) => void;
   /** Record the image in `index.json` under its full reference (default true). */
   record?: boolean;
+  /** Registry hosts tried before the upstream, in order (see {@link mirrorsOf}). */
+  mirrors?: Mirror[];
 }
 
 /** What {@link fetchImage} fetched. */
@@ -88,7 +91,8 @@ export async function fetchImage(
   // garbage collection must not sweep blobs committed before the record points at them
   const lease = await acquireLease(store.root);
   try {
-    const descriptor = await client.resolve(ref, { signal: options.signal });
+    const mirrors = options.mirrors ?? [];
+    const descriptor = await resolveThrough(client, ref, mirrors, options.signal);
     const event = (status: "resolved" | "recorded") =>
       options.onProgress?.({
         status,
@@ -100,7 +104,7 @@ export async function fetchImage(
       });
     event("resolved");
     const { manifests, skipped, copied } = await copyImage(
-      registrySource(client, ref),
+      mirrors.length ? mirroredSource(client, ref, mirrors) : registrySource(client, ref),
       new StoreTarget(store),
       [descriptor],
       {

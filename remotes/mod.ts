@@ -17,4 +17,6 @@ export * from "./client.ts";
 export * from "./fetch_object.ts";
 export * from "./copy.ts";
 export * from "./push.ts";
+export * from "./hosts.ts";
+export * from "./mirrors.ts";
 export * from "./transports.ts";

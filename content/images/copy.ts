@@ -117,6 +117,8 @@ export interface ProgressEvent {
   reason?: string;
   /** The file an archive holds the blob in (import). */
   path?: string;
+  /** The registry host that served the blob, where a mirror may have (fetch). */
+  host?: string;
   /** Index of the layer being unpacked (0-based) and the number of layers (unpack). */
   layer?: number;
   /** The number of layers of the image being unpacked. */
@@ -133,6 +135,8 @@ export interface OpenedBlob {
   stream: ReadableStream<Uint8Array>;
   /** Where the stream starts: a registry may ignore the range asked for and send everything. */
   offset: number;
+  /** The host that serves it, where a source has several (mirrors). */
+  host?: string;
 }
 
 /** Where {@link copyImage} reads: a registry, a store, an archive. */
@@ -165,7 +169,9 @@ export interface WriteContext {
   /** Counts bytes read from the source. */
   moved(bytes: number): void;
   /** Reports a `waiting`, `downloading` or `uploading` state of the write. */
-  report(update: Pick<ProgressEvent, "status" | "offset" | "resumedFrom" | "reason">): void;
+  report(
+    update: Pick<ProgressEvent, "status" | "offset" | "resumedFrom" | "reason" | "host">,
+  ): void;
 }
 
 /** Where {@link copyImage} writes: a store, a registry, an archive. */
@@ -253,6 +259,8 @@ class CopyJob {
   // a failed blob stops the others, as does the caller's signal
   readonly #abort = new AbortController();
   readonly #visited = new Map<string, Promise<void>>();
+  /** The host that served each blob, for its `done` event. */
+  readonly #hosts = new Map<string, string>();
   readonly #manifests: Descriptor[] = [];
   readonly #skipped: Descriptor[] = [];
   #copied = 0;
@@ -307,6 +315,7 @@ class CopyJob {
       transfer: (task) => this.#transfers.run(task, this.#signal, weight),
       moved: (bytes) => (this.#copied += bytes),
       report: (update) => {
+        if (update.host) this.#hosts.set(node.descriptor.digest, update.host);
         // transfer updates repeat at most every PROGRESS_INTERVAL_MS, apart from the first
         const now = Date.now();
         const moving = update.status === "downloading" || update.status === "uploading";
@@ -402,11 +411,12 @@ class CopyJob {
       () => this.#target.writeBlob(node.descriptor, this.#source, this.#context(node)),
       this.#signal,
     );
+    const host = this.#hosts.get(node.descriptor.digest);
     this.#emit(
       node,
-      outcome === "done" ? { status: "done", offset: node.descriptor.size } : {
-        status: "exists",
-      },
+      outcome === "done"
+        ? { status: "done", offset: node.descriptor.size, ...(host ? { host } : {}) }
+        : { status: "exists" },
     );
   }
 
@@ -571,6 +581,9 @@ export class StoreTarget implements CopyTarget {
     context.report({ status: "downloading", offset, resumedFrom });
     if (offset === descriptor.size) return offset > 0;
     const opened = await source.open(descriptor, { offset, signal: context.signal });
+    if (opened.host) {
+      context.report({ status: "downloading", offset, resumedFrom, host: opened.host });
+    }
     if (opened.offset !== offset) {
       // the source ignored the range and sends everything: start the ingest over
       await opened.stream.cancel().catch(() => {});

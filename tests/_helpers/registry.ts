@@ -32,8 +32,17 @@ export interface Registry {
   stop(): Promise<void>;
 }
 
+/** Options of {@link startRegistry}. */
+export interface RegistryOptions {
+  /** Run as a pull-through cache of this upstream registry URL (`proxy: remoteurl:`). */
+  proxyOf?: string;
+}
+
 /** Starts `docker-registry` and waits until it answers. */
-export async function startRegistry(auth: RegistryAuth = { kind: "none" }): Promise<Registry> {
+export async function startRegistry(
+  auth: RegistryAuth = { kind: "none" },
+  options: RegistryOptions = {},
+): Promise<Registry> {
   await requireTool("docker-registry");
   const dir = await Deno.makeTempDir({ prefix: "dist-registry-" });
   const port = freePort();
@@ -62,7 +71,8 @@ export async function startRegistry(auth: RegistryAuth = { kind: "none" }): Prom
       `storage:\n  filesystem: {rootdirectory: ${storage}}\n  delete: {enabled: true}\n` +
       // accept manifests with foreign (non-distributable) layers, which carry URLs
       `validation:\n  manifests:\n    urls:\n      allow: ['^https?://']\n` +
-      `http:\n  addr: 127.0.0.1:${port}\n${authConfig}`,
+      `http:\n  addr: 127.0.0.1:${port}\n${authConfig}` +
+      (options.proxyOf ? `proxy:\n  remoteurl: ${options.proxyOf}\n` : ""),
   );
   const child = new Deno.Command("docker-registry", {
     args: ["serve", config],
