@@ -1220,6 +1220,11 @@ const COMMANDS: Command[] = [
       },
       { name: "all-platforms", type: "boolean", description: "copy the whole index" },
       {
+        name: "referrers",
+        type: "boolean",
+        description: "also copy the signatures and attestations that refer to the image (OCI 1.1)",
+      },
+      {
         name: "max-concurrent-downloads",
         type: "string",
         value: "N",
@@ -1246,6 +1251,7 @@ const COMMANDS: Command[] = [
             copyLocation(client, from, to, {
               platform,
               allPlatforms,
+              referrers: boolFlag(ctx, "referrers"),
               maxConcurrency: max,
               signal,
               onProgress,
@@ -1254,7 +1260,8 @@ const COMMANDS: Command[] = [
           else if (!boolFlag(ctx, "json")) {
             out.line(
               `copied ${ctx.args[0]} to ${ctx.args[1]} ${result.descriptor.digest} ` +
-                `(${formatBytes(result.copied)} copied)`,
+                `(${formatBytes(result.copied)} copied` +
+                (result.referrers.length ? `, ${result.referrers.length} referrers)` : ")"),
             );
           }
         } finally {

@@ -19,4 +19,5 @@ export * from "./copy.ts";
 export * from "./push.ts";
 export * from "./hosts.ts";
 export * from "./mirrors.ts";
+export * from "./referrers.ts";
 export * from "./transports.ts";

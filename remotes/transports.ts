@@ -16,6 +16,7 @@ import { exportImages } from "../content/archives/export.ts";
 import { importArchive } from "../content/archives/import.ts";
 import {
   copyImage,
+  type CopyOptions,
   type CopySource,
   type ProgressEvent,
   storeSource,
@@ -31,6 +32,7 @@ import { VerifyStream } from "../content/verify.ts";
 import type { RegistryClient } from "./client.ts";
 import { registrySource } from "./copy.ts";
 import { RegistryTarget } from "./push.ts";
+import { addFallbackReferrer, hasReferrersApi, listReferrers } from "./referrers.ts";
 
 /** Where `dist copy` reads or writes an image. */
 export type Location =
@@ -60,6 +62,11 @@ export interface CopyLocationOptions {
   platform?: Platform;
   /** Copy the whole index, every platform and attestation. */
   allPlatforms?: boolean;
+  /**
+   * Copy the referrers (signatures, attestations) of the image and of its manifests too, between
+   * registries (see {@link listReferrers}).
+   */
+  referrers?: boolean;
   /** Blobs moved at once. */
   maxConcurrency?: number;
   /** Stops the copy. */
@@ -74,6 +81,8 @@ export interface CopyLocationResult {
   descriptor: Descriptor;
   /** Bytes moved. */
   copied: number;
+  /** The referrers copied. */
+  referrers: Descriptor[];
 }
 
 /** Copies the image at `from` to `to`. */
@@ -100,14 +109,24 @@ export async function copyLocation(
         ? from.ref
         : undefined;
       const target = new RegistryTarget(client, to.ref, { root, mountFrom });
-      const { copied } = await copyImage(source.read, target, [root], copy);
-      return { descriptor: root, copied };
+      const { copied, manifests } = await copyImage(source.read, target, [root], copy);
+      if (!options.referrers) return { descriptor: root, copied, referrers: [] };
+      if (from.transport !== "docker") {
+        throw new InvalidArgumentError("cannot copy referrers: they are read from a registry");
+      }
+      const subjects = [root, ...manifests.filter((m) => m.digest !== root.digest)];
+      const referrers = await copyReferrers(client, from.ref, to.ref, subjects, {
+        ...copy,
+        mountFrom,
+        source: source.read,
+      });
+      return { descriptor: root, copied, referrers };
     }
     if (to.transport === "oci") {
       const store = await Store.open(to.path);
       const { copied } = await copyImage(source.read, new StoreTarget(store), [root], copy);
       await new Images(to.path).put(to.name ?? source.name, root);
-      return { descriptor: root, copied };
+      return { descriptor: root, copied, referrers: [] };
     }
     // an archive is written from a temporary store holding the image
     const dir = await Deno.makeTempDir({ prefix: "dist-copy-" });
@@ -119,10 +138,35 @@ export async function copyLocation(
     const format = to.transport === "oci-archive" ? "oci" : "docker";
     const archive = await exportImages(store, [name], { format, signal: options.signal });
     await writeFileAtomic(to.path, archive);
-    return { descriptor: root, copied };
+    return { descriptor: root, copied, referrers: [] };
   } finally {
     for (const dir of temporary) await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
+}
+
+/**
+ * Copies the referrers of each of `subjects` from `from` to `to`, and where the destination has
+ * no referrers API records them in its fallback index.
+ */
+async function copyReferrers(
+  client: RegistryClient,
+  from: Reference,
+  to: Reference,
+  subjects: Descriptor[],
+  options: CopyOptions & { mountFrom?: Reference; source: CopySource },
+): Promise<Descriptor[]> {
+  const copied: Descriptor[] = [];
+  let api: boolean | undefined;
+  for (const subject of subjects) {
+    for (const referrer of await listReferrers(client, from, subject.digest, options.signal)) {
+      const target = new RegistryTarget(client, to, { mountFrom: options.mountFrom });
+      await copyImage(options.source, target, [referrer], { ...options, allPlatforms: true });
+      api ??= await hasReferrersApi(client, to, subject.digest, options.signal);
+      if (!api) await addFallbackReferrer(client, to, subject.digest, referrer, options.signal);
+      copied.push(referrer);
+    }
+  }
+  return copied;
 }
 
 /** An opened source: where to read, what its image is called, and its top descriptor. */

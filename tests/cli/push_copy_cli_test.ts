@@ -7,6 +7,8 @@ import { startRegistry, withRegistry } from "../_helpers/registry.ts";
 import { requireTool } from "../_helpers/temp.ts";
 import { startTokenIssuer } from "../_helpers/token_issuer.ts";
 import { startFaultProxy } from "../_helpers/fault_proxy.ts";
+import { pushBlob, pushManifest } from "../_helpers/push.ts";
+import { digestOf } from "../../content/digest.ts";
 
 const decoder = new TextDecoder();
 
@@ -185,5 +187,63 @@ Deno.test("dist copy writes and reads OCI layouts and archives that skopeo reads
     const bad = await runDist(["copy", src, "oci:"]);
     assert.equal(bad.code, 2, bad.stderr);
     assert.match(bad.stderr, /invalid location "oci:"/);
+  });
+});
+
+Deno.test("dist copy --referrers brings a signature along through the tag schema fallback", async () => {
+  await withRegistry(async (registry) => {
+    const image = await putImage(registry.url, "src/signed", {
+      layers: [await buildLayer({ "etc/x": "x\n" }, "gzip")],
+      tag: "v1",
+    });
+    // a signature artifact whose subject is the image, listed in the fallback index as cosign does
+    const payload = await pushBlob(registry.url, "src/signed", new TextEncoder().encode("sig"));
+    const empty = await pushBlob(registry.url, "src/signed", new TextEncoder().encode("{}"));
+    const signatureBody = {
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      artifactType: "application/vnd.dev.cosign.artifact.sig.v1+json",
+      config: { ...empty, mediaType: "application/vnd.oci.empty.v1+json" },
+      layers: [{ ...payload, mediaType: "application/vnd.dev.cosign.simplesigning.v1+json" }],
+      subject: {
+        mediaType: image.manifest.mediaType,
+        digest: image.manifest.digest,
+        size: image.manifest.size,
+      },
+    };
+    const signatureDigest = digestOf(new TextEncoder().encode(JSON.stringify(signatureBody)));
+    const signature = await pushManifest(
+      registry.url,
+      "src/signed",
+      signatureDigest,
+      signatureBody,
+      "application/vnd.oci.image.manifest.v1+json",
+    );
+    const fallbackTag = image.manifest.digest.replace(":", "-");
+    const entry = { ...signature, artifactType: "application/vnd.dev.cosign.artifact.sig.v1+json" };
+    await pushManifest(registry.url, "src/signed", fallbackTag, {
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.index.v1+json",
+      manifests: [entry],
+    }, "application/vnd.oci.image.index.v1+json");
+
+    const out = await dist([
+      "copy",
+      "--referrers",
+      `${registry.host}/src/signed:v1`,
+      `${registry.host}/dst/signed:v1`,
+    ]);
+    assert.match(out, /1 referrers\)/);
+    const index = await fetch(`${registry.url}/v2/dst/signed/manifests/${fallbackTag}`, {
+      headers: { accept: "application/vnd.oci.image.index.v1+json" },
+    });
+    assert.equal(index.status, 200);
+    const listed = (await index.json()).manifests;
+    assert.deepEqual(listed.map((m: { digest: string }) => m.digest), [signature.digest]);
+    const copied = await fetch(`${registry.url}/v2/dst/signed/manifests/${signature.digest}`, {
+      headers: { accept: "application/vnd.oci.image.manifest.v1+json" },
+    });
+    assert.equal(copied.status, 200);
+    await copied.body?.cancel();
   });
 });
