@@ -412,7 +412,8 @@ export async function pushImage(
   const label = formatReference(ref);
   try {
     const result = await copyImage(
-      storeSource(store),
+      // the registry checks the digest of every upload: a blob changed on disk is refused there
+      storeSource(store, { verify: false }),
       new RegistryTarget(client, ref, { root: image.target, chunkSize: options.chunkSize }),
       [image.target],
       {

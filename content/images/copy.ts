@@ -436,8 +436,12 @@ class CopyJob {
 // ---------------------------------------------------------------------------------------------
 // A store as source and as target
 
-/** A store (or any {@link Provider}) as a copy source; content is verified as it is read. */
-export function storeSource(provider: Provider): CopySource {
+/**
+ * A store (or any {@link Provider}) as a copy source. Content is verified as it is read, unless
+ * `verify` is false: for a target that verifies it anyway (a registry checks the digest of every
+ * upload), where hashing twice only costs time.
+ */
+export function storeSource(provider: Provider, settings: { verify?: boolean } = {}): CopySource {
   return {
     async readManifest(descriptor) {
       const bytes = await provider.readBytes(descriptor.digest, { maxSize: MAX_MANIFEST_SIZE });
@@ -453,7 +457,7 @@ export function storeSource(provider: Provider): CopySource {
       const offset = options.offset ?? 0;
       const stream = await provider.read(descriptor.digest, { offset });
       // whole reads are checked on the way: a blob changed on disk is not passed on
-      if (offset > 0) return { stream, offset };
+      if (offset > 0 || settings.verify === false) return { stream, offset };
       const label = `stored ${descriptor.digest}`;
       return { stream: stream.pipeThrough(new VerifyStream({ ...descriptor, label })), offset };
     },

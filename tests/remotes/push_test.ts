@@ -143,3 +143,31 @@ Deno.test("pushImage() asks a token registry for pull,push scope", async () => {
     await issuer.stop();
   }
 });
+
+Deno.test("pushImage() of a blob changed on disk is refused, not published under its old digest", async () => {
+  await withRegistry(async (registry, dir) => {
+    const layer = compressLayer(randomBytes(64 * 1024), "none");
+    const image = await putImage(registry.url, "src/app", { layers: [layer], tag: "v1" });
+    const digest = image.layers[0].digest;
+    const client = new RegistryClient({ retry: { baseDelayMs: 10 } });
+    try {
+      const store = await Store.open(dir);
+      const fetched = await fetchImage(client, store, `${registry.host}/src/app:v1`);
+      const path = store.blobPath(digest);
+      await Deno.chmod(path, 0o644);
+      const bytes = await Deno.readFile(path);
+      bytes[100] ^= 0xff; // a poisoned cache: same size, other content
+      await Deno.writeFile(path, bytes);
+      await assert.rejects(
+        () => pushImage(client, store, fetched.name, `${registry.host}/dst/app:v1`),
+        /DIGEST_INVALID|digest/,
+      );
+      const head = await fetch(`${registry.url}/v2/dst/app/blobs/${digest}`, {
+        method: "HEAD",
+      });
+      assert.equal(head.status, 404);
+    } finally {
+      client.close();
+    }
+  });
+});
