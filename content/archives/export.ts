@@ -46,7 +46,7 @@ import {
 import { kindOf, parseManifest, resolveManifest } from "../images/graph.ts";
 import { findImage, type FoundImage, nameAnnotations } from "../images/records.ts";
 import type { Store } from "../store/store.ts";
-import { type TarWriteEntry, writeTar } from "../layers/tar.ts";
+import { type TarWriteEntry, writeTar } from "../layers/tar_writer.ts";
 import {
   diffIdsOf,
   DOCKER_MANIFEST_FILE,

@@ -50,7 +50,7 @@ import {
 } from "../images/graph.ts";
 import { type ImageRecord, Images, recordName, withoutNames } from "../images/records.ts";
 import { detectCompression } from "../layers/decompress.ts";
-import { readTar, type TarEntry } from "../layers/tar.ts";
+import { readTar, type TarEntry } from "../layers/tar_reader.ts";
 import type { Store } from "../store/store.ts";
 import { writeBlob } from "../store/write_blob.ts";
 import type { ArchiveFormat } from "./export.ts";

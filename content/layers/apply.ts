@@ -30,7 +30,7 @@
  * @example
  * ```ts
  * import { applyLayer } from "./apply.ts";
- * import { writeTar } from "./tar.ts";
+ * import { writeTar } from "./tar_writer.ts";
  * const rootfs = await Deno.makeTempDir();
  * await applyLayer(rootfs, writeTar([{ header: { name: "etc/", type: "directory" } }]));
  * await Deno.remove(rootfs, { recursive: true });
@@ -38,7 +38,7 @@
  *
  * @module
  */
-import { readTar, type TarEntry, type TarHeader } from "./tar.ts";
+import { readTar, type TarEntry, type TarHeader } from "./tar_reader.ts";
 import { decompress } from "./decompress.ts";
 import { type Digest, digestAlgorithm, Digester, parseDigest, shortDigest } from "../digest.ts";
 import { isIndexType, isManifestType } from "../descriptor.ts";

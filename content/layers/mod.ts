@@ -4,6 +4,7 @@
  *
  * @module
  */
-export * from "./tar.ts";
+export * from "./tar_reader.ts";
+export * from "./tar_writer.ts";
 export * from "./decompress.ts";
 export * from "./apply.ts";

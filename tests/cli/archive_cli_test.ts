@@ -3,7 +3,7 @@ import type { Descriptor } from "../../content/descriptor.ts";
 import { digestOf } from "../../content/digest.ts";
 import { Images } from "../../content/images/records.ts";
 import { Store } from "../../content/store/store.ts";
-import { writeTar } from "../../content/layers/tar.ts";
+import { writeTar } from "../../content/layers/tar_writer.ts";
 import { writeBlob } from "../../content/store/write_blob.ts";
 import { runDist, spawnDist } from "../_helpers/cli.ts";
 import { buildLayer, type PushedImage, pushImage } from "../_helpers/images.ts";

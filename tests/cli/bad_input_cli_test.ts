@@ -10,7 +10,7 @@ import { withRegistry } from "../_helpers/registry.ts";
 import { layerOf, writeImageLayout } from "../_helpers/layout.ts";
 import { withTempDir } from "../_helpers/temp.ts";
 import { bytesOf } from "../_helpers/bytes.ts";
-import { writeTar } from "../../content/layers/tar.ts";
+import { writeTar } from "../../content/layers/tar_writer.ts";
 
 const HOSTILE = "sha256:../../etc/passwd";
 

@@ -11,7 +11,8 @@ import {
 } from "../../content/errors.ts";
 import { Images } from "../../content/images/records.ts";
 import { Store } from "../../content/store/store.ts";
-import { readTar, type TarWriteEntry, writeTar } from "../../content/layers/tar.ts";
+import { readTar } from "../../content/layers/tar_reader.ts";
+import { type TarWriteEntry, writeTar } from "../../content/layers/tar_writer.ts";
 import { writeBlob } from "../../content/store/write_blob.ts";
 import { compressLayer, type Layer } from "../_helpers/images.ts";
 import { assertRejects } from "../_helpers/rejects.ts";

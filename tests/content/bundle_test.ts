@@ -5,7 +5,7 @@ import {
   writeRuntimeConfig,
 } from "../../content/bundle/runtime_spec.ts";
 import { unpackImage } from "../../content/layers/apply.ts";
-import { writeTar } from "../../content/layers/tar.ts";
+import { writeTar } from "../../content/layers/tar_writer.ts";
 import { NotFoundError } from "../../content/errors.ts";
 import { requireTool, withTempDir } from "../_helpers/temp.ts";
 import { assertRejects } from "../_helpers/rejects.ts";

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { readTar, type TarHeader, type TarWriteEntry, writeTar } from "../../content/layers/tar.ts";
+import { readTar, type TarHeader } from "../../content/layers/tar_reader.ts";
+import { type TarWriteEntry, writeTar } from "../../content/layers/tar_writer.ts";
 import { CorruptContentError, InvalidArgumentError } from "../../content/errors.ts";
 import { syscalls } from "../../content/layers/_syscalls.ts";
 import { requireTool, withTempDir } from "../_helpers/temp.ts";

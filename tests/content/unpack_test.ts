@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { applyLayer, type ApplyLayerOptions, unpackImage } from "../../content/layers/apply.ts";
-import { readTar, type TarWriteEntry, writeTar } from "../../content/layers/tar.ts";
+import { readTar } from "../../content/layers/tar_reader.ts";
+import { type TarWriteEntry, writeTar } from "../../content/layers/tar_writer.ts";
 import {
   AlreadyExistsError,
   DigestMismatchError,
@@ -498,7 +499,7 @@ Deno.test("applyLayer() without root unpacks read-only directories and skips dev
   await withTempDir(async (tmp) => {
     const rootfs = `${tmp}/home/rootfs`;
     const unpack = new URL("../../content/layers/apply.ts", import.meta.url).href;
-    const tarModule = new URL("../../content/layers/tar.ts", import.meta.url).href;
+    const tarModule = new URL("../../content/layers/tar_reader.ts", import.meta.url).href;
     const output = await runAsNobody(
       tmp,
       `import { applyLayer } from ${JSON.stringify(unpack)};
