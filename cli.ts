@@ -32,7 +32,7 @@ import { parsePlatform } from "./content/platform.ts";
 import { Store } from "./content/store/store.ts";
 import { writeBlob } from "./content/store/write_blob.ts";
 import { type Digest, parseDigest } from "./content/digest.ts";
-import { checkBundle, unpackImage } from "./content/layers/apply.ts";
+import { checkBundle, unpackImage } from "./content/bundle/unpack.ts";
 import { type ArchiveFormat, exportImages, importArchive } from "./content/archives/mod.ts";
 import { fileStream, openFileStream, writeFileAtomic } from "./content/internal/mod.ts";
 import {
@@ -586,9 +586,9 @@ async function unpackWithProgress(
     signal,
     onWarning: (message) => out.warn(message),
     onProgress: (e) => {
-      if (json) out.json({ status: e.state === "start" ? "unpacking" : "unpacked", ...e });
-      else if (!quiet && e.state === "done") {
-        const text = `layer    ${shortDigest(e.digest)}  unpacked ${e.layer + 1}/${e.layers}\n`;
+      if (json) out.json(e);
+      else if (!quiet && e.status === "unpacked") {
+        const text = `layer    ${shortDigest(e.digest)}  unpacked ${e.layer! + 1}/${e.layers}\n`;
         writeAll(Deno.stderr, encoder.encode(text));
       }
     },

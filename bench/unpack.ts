@@ -11,7 +11,7 @@
  *     deno run -A bench/unpack.ts [--runs N]
  */
 // deno-lint-ignore-file no-console
-import { unpackImage } from "../content/layers/apply.ts";
+import { unpackImage } from "../content/bundle/unpack.ts";
 import { Digester, parseDigest } from "../content/digest.ts";
 import { Store } from "../content/store/store.ts";
 import { removeTree, requireTool } from "../tests/_helpers/temp.ts";

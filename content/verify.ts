@@ -10,8 +10,11 @@ import { DigestMismatchError, SizeMismatchError } from "./errors.ts";
 export interface VerifyOptions {
   /** The expected digest. */
   digest: Digest;
-  /** The expected size in bytes; checked as bytes arrive, so an overlong stream fails early. */
-  size: number;
+  /**
+   * The expected size in bytes, checked as bytes arrive, so an overlong stream fails early;
+   * unchecked when not known (the uncompressed content of a layer).
+   */
+  size?: number;
   /** Names the content in errors, e.g. a reference or a digest. */
   label?: string;
 }
@@ -35,7 +38,7 @@ export class Verifier {
   /** Hashes `chunk`; throws {@link SizeMismatchError} once more bytes came than expected. */
   update(chunk: Uint8Array): void {
     this.#received += chunk.byteLength;
-    if (this.#received > this.#options.size) {
+    if (this.#options.size !== undefined && this.#received > this.#options.size) {
       throw new SizeMismatchError(
         `cannot verify ${this.#label}: expected size ${this.#options.size}, got more than that`,
       );
@@ -45,7 +48,7 @@ export class Verifier {
 
   /** Throws {@link SizeMismatchError} or {@link DigestMismatchError} unless all matched. */
   finish(): void {
-    if (this.#received !== this.#options.size) {
+    if (this.#options.size !== undefined && this.#received !== this.#options.size) {
       throw new SizeMismatchError(
         `cannot verify ${this.#label}: expected size ${this.#options.size}, got ${this.#received}`,
       );

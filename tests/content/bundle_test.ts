@@ -4,7 +4,7 @@ import {
   runtimeSpec,
   writeRuntimeConfig,
 } from "../../content/bundle/runtime_spec.ts";
-import { unpackImage } from "../../content/layers/apply.ts";
+import { unpackImage } from "../../content/bundle/unpack.ts";
 import { writeTar } from "../../content/layers/tar_writer.ts";
 import { NotFoundError } from "../../content/errors.ts";
 import { requireTool, withTempDir } from "../_helpers/temp.ts";

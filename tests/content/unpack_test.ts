@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { applyLayer, type ApplyLayerOptions, unpackImage } from "../../content/layers/apply.ts";
+import { applyLayer, type ApplyLayerOptions } from "../../content/layers/apply.ts";
+import { unpackImage } from "../../content/bundle/unpack.ts";
+import { writeBlob } from "../../content/store/write_blob.ts";
 import { readTar } from "../../content/layers/tar_reader.ts";
 import { type TarWriteEntry, writeTar } from "../../content/layers/tar_writer.ts";
 import {
@@ -499,7 +501,7 @@ Deno.test("applyLayer() without root unpacks read-only directories and skips dev
   await withTempDir(async (tmp) => {
     const rootfs = `${tmp}/home/rootfs`;
     const unpack = new URL("../../content/layers/apply.ts", import.meta.url).href;
-    const tarModule = new URL("../../content/layers/tar_reader.ts", import.meta.url).href;
+    const tarModule = new URL("../../content/layers/tar_writer.ts", import.meta.url).href;
     const output = await runAsNobody(
       tmp,
       `import { applyLayer } from ${JSON.stringify(unpack)};
@@ -583,11 +585,18 @@ Deno.test("unpackImage() applies gzip, zstd and plain layers in order and writes
     const image = await writeImageLayout(layout, layers, { runtime: { Cmd: ["/bin/true"] } });
     const progress: string[] = [];
     const result = await unpackImage(await Store.open(layout), image.manifest, `${tmp}/bundle`, {
-      onProgress: (event) => progress.push(`${event.layer}:${event.state}`),
+      onProgress: (event) => progress.push(`${event.layer}:${event.status}`),
     });
     assert.equal(result.layers, 3);
     assert.equal(result.rootfs, `${tmp}/bundle/rootfs`);
-    assert.deepEqual(progress, ["0:start", "0:done", "1:start", "1:done", "2:start", "2:done"]);
+    assert.deepEqual(progress, [
+      "0:unpacking",
+      "0:unpacked",
+      "1:unpacking",
+      "1:unpacked",
+      "2:unpacking",
+      "2:unpacked",
+    ]);
     assert.deepEqual([...(await snapshotTree(result.rootfs)).keys()], [
       "a",
       "c",
@@ -663,12 +672,13 @@ Deno.test("unpackImage() refuses a non-empty rootfs, an existing config.json and
       mediaType: "application/vnd.oci.image.index.v1+json",
       manifests: [],
     }));
-    const reader = {
-      read: () => Promise.reject(new Error("not used")),
-      readBytes: () => Promise.resolve(index),
-    };
+    const indexDigest = digestOf(index);
+    await writeBlob(store, `index-${indexDigest}`, [index], {
+      digest: indexDigest,
+      size: index.length,
+    });
     await assertRejects(
-      () => unpackImage(reader, image.manifest, `${tmp}/other`),
+      () => unpackImage(store, indexDigest, `${tmp}/other`),
       InvalidArgumentError,
       "image index",
     );
