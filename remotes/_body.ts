@@ -4,7 +4,7 @@
  */
 import { RegistryError } from "./errors.ts";
 import { backoffDelay, describeNetworkError, type RetryPolicy, sleep } from "./_retry.ts";
-import { concatBytes } from "../content/internal/mod.ts";
+import { ChunkReader, concatBytes } from "../content/internal/mod.ts";
 
 /** Chunks handed on are up to this size: fewer, larger writes downstream. */
 const CHUNK_SIZE = 1 << 20;
@@ -31,58 +31,6 @@ export interface ResumeOptions {
   /** Names the object in the final error. */
   label: string;
   signal?: AbortSignal;
-}
-
-/** Reads one body, BYOB where it can (no copy), else through a default reader. */
-class ChunkReader {
-  readonly #byob?: ReadableStreamBYOBReader;
-  readonly #default?: ReadableStreamDefaultReader<Uint8Array>;
-  #leftover?: Uint8Array;
-
-  constructor(body: ReadableStream<Uint8Array>) {
-    try {
-      this.#byob = body.getReader({ mode: "byob" });
-    } catch {
-      this.#default = body.getReader();
-    }
-  }
-
-  /**
-   * Reads into `buffer[from, to)`. Returns the buffer to use from now on (a BYOB read transfers
-   * it) and the number of bytes read, 0 at the end of the body.
-   */
-  async read(
-    buffer: Uint8Array<ArrayBuffer>,
-    from: number,
-    to: number,
-  ): Promise<{ buffer: Uint8Array<ArrayBuffer>; count: number }> {
-    if (this.#byob) {
-      const { done, value } = await this.#byob.read(
-        new Uint8Array(buffer.buffer, from, to - from),
-      );
-      if (!value) return { buffer: new Uint8Array(CHUNK_SIZE), count: 0 }; // cancelled
-      return {
-        buffer: new Uint8Array(value.buffer as ArrayBuffer),
-        count: done ? 0 : value.length,
-      };
-    }
-    let chunk = this.#leftover;
-    this.#leftover = undefined;
-    if (!chunk) {
-      const { done, value } = await this.#default!.read();
-      if (done) return { buffer, count: 0 };
-      chunk = value;
-    }
-    const room = to - from;
-    if (chunk.byteLength > room) this.#leftover = chunk.subarray(room);
-    const part = chunk.subarray(0, room);
-    buffer.set(part, from);
-    return { buffer, count: part.byteLength };
-  }
-
-  cancel(reason?: unknown): Promise<void> {
-    return (this.#byob ?? this.#default!).cancel(reason).catch(() => {});
-  }
 }
 
 /**
@@ -160,7 +108,11 @@ export function resumableStream(
         const want = skip > 0 ? Math.min(CHUNK_SIZE, skip) : view.byteLength - filled;
         let count: number;
         try {
-          ({ buffer: scratch, count } = await reader.read(scratch, 0, Math.min(CHUNK_SIZE, want)));
+          ({ buffer: scratch, count } = await reader.readInto(
+            scratch,
+            0,
+            Math.min(CHUNK_SIZE, want),
+          ));
           signal?.throwIfAborted();
         } catch (error) {
           if (signal?.aborted) throw signal.reason;

@@ -48,6 +48,7 @@ import {
   referenceObject,
   registryHost,
 } from "../content/reference.ts";
+import { MAX_MANIFEST_SIZE } from "../content/images/graph.ts";
 import { Authorizer } from "./_auth.ts";
 import { type OpenedBody, readCapped, resumableStream } from "./_body.ts";
 import {
@@ -60,9 +61,6 @@ import {
   summarizeTries,
 } from "./_retry.ts";
 import { createTransport, type Transport } from "./_transport.ts";
-
-// Manifests (and indexes) larger than this are refused.
-const MAX_MANIFEST_SIZE = 4 * 1024 * 1024;
 
 /** The manifest media types a resolve accepts, most specific first. */
 export const MANIFEST_MEDIA_TYPES: readonly string[] = [

@@ -23,6 +23,7 @@ import {
   isSchema1Type,
 } from "../content/descriptor.ts";
 import { Verifier } from "../content/verify.ts";
+import { ChunkReader } from "../content/internal/mod.ts";
 import type { RegistryClient } from "./client.ts";
 import { formatReference, type Reference } from "../content/reference.ts";
 
@@ -40,9 +41,6 @@ export interface FetchObjectOptions {
   /** Aborts the requests. */
   signal?: AbortSignal;
 }
-
-/** Read buffer size: large writes downstream, and one buffer that stays in cache. */
-const BUFFER_SIZE = 1 << 20;
 
 /**
  * Resolves `ref` (a tag, or a digest of a manifest or a blob) and hands its bytes to `write`,
@@ -69,18 +67,14 @@ export async function fetchObject(
   }
   const { stream } = await client.fetch(ref, desc, { signal });
   const verifier = new Verifier({ ...desc, label: formatReference(ref) });
-  const reader = stream.getReader({ mode: "byob" });
-  let buffer = new Uint8Array(BUFFER_SIZE);
+  const chunks = new ChunkReader(stream);
   try {
-    for (;;) {
-      const { done, value } = await reader.read(buffer);
-      if (done) break;
-      verifier.update(value);
-      await options.write(value);
-      buffer = new Uint8Array(value.buffer as ArrayBuffer); // the read transferred it: reuse
+    for (let chunk; (chunk = await chunks.read()) !== undefined;) {
+      verifier.update(chunk);
+      await options.write(chunk); // the chunk's buffer is reused by the next read
     }
   } catch (error) {
-    await reader.cancel().catch(() => {});
+    await chunks.cancel(error);
     throw error;
   }
   verifier.finish();

@@ -21,6 +21,7 @@
  * @module
  */
 import { InvalidArgumentError, NotFoundError } from "../errors.ts";
+import { writeFileAtomic } from "../internal/file_stream.ts";
 
 /** The parts of an OCI/Docker image config that a bundle uses. */
 export interface ImageConfig {
@@ -215,21 +216,14 @@ export async function runtimeSpec(image: ImageConfig, rootfs: string): Promise<R
 
 /**
  * Writes `bundleDir/config.json` for `image`, whose rootfs is `bundleDir/rootfs`, atomically
- * (temporary file, then rename). Returns the file's path.
+ * (a flushed temporary file, then a rename). Returns the file's path.
  */
 export async function writeRuntimeConfig(bundleDir: string, image: ImageConfig): Promise<string> {
   if (bundleDir === "") throw new InvalidArgumentError(`invalid bundle directory ""`);
   const dir = bundleDir.replace(/\/+$/, "");
   const spec = await runtimeSpec(image, `${dir}/rootfs`);
   const path = `${dir}/config.json`;
-  const temporary = `${dir}/.config.json.${crypto.randomUUID()}`;
-  try {
-    await Deno.writeTextFile(temporary, JSON.stringify(spec, null, 2) + "\n", { mode: 0o644 });
-    await Deno.rename(temporary, path);
-  } catch (error) {
-    await Deno.remove(temporary).catch(() => {});
-    throw error;
-  }
+  await writeFileAtomic(path, JSON.stringify(spec, null, 2) + "\n");
   return path;
 }
 

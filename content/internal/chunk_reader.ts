@@ -4,21 +4,23 @@
 export const BUFFER_SIZE = 1 << 20;
 
 /**
- * Reads a stream chunk by chunk. A byte stream (the registry client's) is read BYOB into a
- * buffer taken from `pool` and reused for every chunk, so a download allocates nothing per
- * chunk; other streams are read as they come.
+ * Reads a stream in large chunks. A byte stream (a fetch body, the registry client's streams) is
+ * read BYOB into a buffer that is reused, so a download allocates nothing per chunk and copies
+ * nothing; other streams are read as they come.
  */
 export class ChunkReader {
   readonly #pool: Uint8Array<ArrayBuffer>[];
   readonly #byob?: ReadableStreamBYOBReader;
   readonly #default?: ReadableStreamDefaultReader<Uint8Array>;
   #buffer?: Uint8Array<ArrayBuffer>;
+  /** What a default read brought beyond the room a {@link ChunkReader.readInto} had. */
+  #leftover?: Uint8Array;
 
-  constructor(stream: ReadableStream<Uint8Array>, pool: Uint8Array<ArrayBuffer>[]) {
+  /** Reads `stream`; the buffer of {@link ChunkReader.read} comes from `pool` when it has one. */
+  constructor(stream: ReadableStream<Uint8Array>, pool: Uint8Array<ArrayBuffer>[] = []) {
     this.#pool = pool;
     try {
       this.#byob = stream.getReader({ mode: "byob" });
-      this.#buffer = pool.pop() ?? new Uint8Array(BUFFER_SIZE);
     } catch {
       this.#default = stream.getReader(); // not a byte stream
     }
@@ -30,13 +32,46 @@ export class ChunkReader {
       const { done, value } = await this.#default.read();
       return done ? undefined : value;
     }
-    const { done, value } = await this.#byob!.read(this.#buffer!);
+    this.#buffer ??= this.#pool.pop() ?? new Uint8Array(BUFFER_SIZE);
+    const { done, value } = await this.#byob!.read(this.#buffer);
     if (!value) return undefined; // cancelled
     this.#buffer = new Uint8Array(value.buffer); // the read transferred it
     return done ? undefined : value;
   }
 
-  async cancel(reason: unknown): Promise<void> {
+  /**
+   * Reads into `buffer[from, to)`. Returns the buffer to use from now on (a BYOB read transfers
+   * it) and the number of bytes read, 0 at the end of the stream.
+   */
+  async readInto(
+    buffer: Uint8Array<ArrayBuffer>,
+    from: number,
+    to: number,
+  ): Promise<{ buffer: Uint8Array<ArrayBuffer>; count: number }> {
+    if (this.#byob) {
+      const { done, value } = await this.#byob.read(new Uint8Array(buffer.buffer, from, to - from));
+      if (!value) return { buffer: new Uint8Array(buffer.byteLength), count: 0 }; // cancelled
+      return {
+        buffer: new Uint8Array(value.buffer as ArrayBuffer),
+        count: done ? 0 : value.length,
+      };
+    }
+    let chunk = this.#leftover;
+    this.#leftover = undefined;
+    if (!chunk) {
+      const { done, value } = await this.#default!.read();
+      if (done) return { buffer, count: 0 };
+      chunk = value;
+    }
+    const room = to - from;
+    if (chunk.byteLength > room) this.#leftover = chunk.subarray(room);
+    const part = chunk.subarray(0, room);
+    buffer.set(part, from);
+    return { buffer, count: part.byteLength };
+  }
+
+  /** Cancels the stream (errors are of no interest: the reader is giving up). */
+  async cancel(reason?: unknown): Promise<void> {
     await (this.#byob ?? this.#default)!.cancel(reason).catch(() => {});
   }
 
