@@ -25,7 +25,7 @@ import {
 } from "./content/reference.ts";
 import type { Descriptor } from "./content/descriptor.ts";
 import { shortDigest } from "./content/digest.ts";
-import { collectGarbage, imageUses } from "./content/images/gc.ts";
+import { blobDeleter, collectGarbage } from "./content/images/gc.ts";
 import { resolveManifest, summarizeImage } from "./content/images/graph.ts";
 import { findImage, Images } from "./content/images/records.ts";
 import { parsePlatform } from "./content/platform.ts";
@@ -797,19 +797,10 @@ const COMMANDS: Command[] = [
     async run(ctx) {
       const digests = digestArguments(ctx);
       const store = await Store.open(ctx.root(), READ_ONLY);
-      // A blob a record uses (a manifest, a layer) would leave that image broken, so it goes
-      // only with --force. One walk of the records serves every digest given.
-      const users = boolFlag(ctx, "force")
-        ? new Map<Digest, string>()
-        : (await imageUses(store)).blobs;
+      // a blob a record uses (a manifest, a layer) would leave that image broken: --force only
+      const remove = await blobDeleter(store, { force: boolFlag(ctx, "force") });
       return await forEachReporting(digests, async (digest) => {
-        const image = users.get(digest);
-        if (image !== undefined) {
-          throw new Error(
-            `cannot delete ${digest}: image ${image} uses it (--force deletes it anyway)`,
-          );
-        }
-        await store.delete(digest);
+        await remove(digest);
         out.line(digest);
       });
     },

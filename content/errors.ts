@@ -19,7 +19,8 @@ export type DistErrorCode =
   | "unsupported"
   | "corrupt_content"
   | "registry"
-  | "unauthorized";
+  | "unauthorized"
+  | "in_use";
 
 /** Base class of every error `dist` throws deliberately. */
 export class DistError extends Error {
@@ -107,5 +108,13 @@ export class CorruptContentError extends DistError {
   /** Creates a corrupt-content error. */
   constructor(message: string, options?: ErrorOptions) {
     super("corrupt_content", message, options);
+  }
+}
+
+/** The content is in use (an image record reaches it): removing it would break that image. */
+export class InUseError extends DistError {
+  /** Creates an in-use error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super("in_use", message, options);
   }
 }

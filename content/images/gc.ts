@@ -26,7 +26,7 @@
  */
 import type { Descriptor } from "../descriptor.ts";
 import type { Digest } from "../digest.ts";
-import { CorruptContentError, LockedError, NotFoundError } from "../errors.ts";
+import { CorruptContentError, InUseError, LockedError, NotFoundError } from "../errors.ts";
 import { walkImage } from "./graph.ts";
 import { Images, recordName } from "./records.ts";
 import type { Info, Status } from "../store/capabilities.ts";
@@ -95,6 +95,33 @@ export async function imageUses(store: Store): Promise<ImageUses> {
     }
   }
   return { blobs, incomplete };
+}
+
+/** Options of {@link blobDeleter}. */
+export interface DeleteOptions {
+  /** Also delete blobs an image record uses (the image breaks). */
+  force?: boolean;
+}
+
+/**
+ * A function that deletes blobs as `dist delete` and `dist serve` do: a blob an image record
+ * reaches stays, with {@link InUseError} naming the image, unless `force`. The records are walked
+ * once, when the function is made: it serves one batch of deletions.
+ */
+export async function blobDeleter(
+  store: Store,
+  options: DeleteOptions = {},
+): Promise<(digest: Digest) => Promise<void>> {
+  const users = options.force ? new Map<Digest, string>() : (await imageUses(store)).blobs;
+  return async (digest) => {
+    const image = users.get(digest);
+    if (image !== undefined) {
+      throw new InUseError(
+        `cannot delete ${digest}: image ${image} uses it (--force deletes it anyway)`,
+      );
+    }
+    await store.delete(digest);
+  };
 }
 
 /** The name an `index.json` entry goes by (as {@link Images.list} reads it), else its digest. */

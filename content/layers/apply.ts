@@ -39,9 +39,6 @@
  * @module
  */
 import { readTar, type TarEntry, type TarHeader } from "./tar_reader.ts";
-import type { decompress } from "./decompress.ts";
-import type { Digest, digestAlgorithm, Digester, parseDigest, shortDigest } from "../digest.ts";
-import type { isIndexType, isManifestType } from "../descriptor.ts";
 import { DistError, InvalidArgumentError, UnsafeEntryError, UnsupportedError } from "../errors.ts";
 import { errnoName, S_IFBLK, S_IFCHR, S_IFIFO, syscalls } from "./_syscalls.ts";
 import { openUp } from "../internal/remove.ts";

@@ -94,7 +94,6 @@ export interface ReadTarOptions {
 /** The tar block size: headers and padded bodies are multiples of it. */
 export const BLOCK = 512;
 const decoder = new TextDecoder();
-const encoder = new TextEncoder();
 
 /**
  * Reads a tar archive entry by entry. Each entry's body must be consumed (or is skipped) before
