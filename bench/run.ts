@@ -5,7 +5,16 @@
  *     deno run -A bench/run.ts [NAME...]     e.g. deno task bench ingest fetch
  */
 // deno-lint-ignore-file no-console
-const ALL = ["ingest", "store_list", "fetch_object", "fetch", "unpack", "export", "startup"];
+const ALL = [
+  "ingest",
+  "store_list",
+  "fetch_object",
+  "fetch",
+  "unpack",
+  "export",
+  "startup",
+  "push",
+];
 const chosen = Deno.args.length > 0 ? Deno.args : ALL;
 const unknown = chosen.filter((name) => !ALL.includes(name));
 if (unknown.length > 0) {
