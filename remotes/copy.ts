@@ -23,7 +23,7 @@
  * @module
  */
 import type { Descriptor, Platform } from "../content/descriptor.ts";
-import { acquireLease } from "../content/images/gc.ts";
+import { acquireLease } from "../content/images/lease.ts";
 import {
   copyImage,
   type CopySource,
@@ -93,6 +93,7 @@ export async function fetchImage(
   try {
     const mirrors = options.mirrors ?? [];
     const descriptor = await resolveThrough(client, ref, mirrors, options.signal);
+    lease.protect(descriptor.digest);
     const event = (status: "resolved" | "recorded") =>
       options.onProgress?.({
         status,
@@ -105,7 +106,7 @@ export async function fetchImage(
     event("resolved");
     const { manifests, skipped, copied } = await copyImage(
       mirrors.length ? mirroredSource(client, ref, mirrors) : registrySource(client, ref),
-      new StoreTarget(store),
+      new StoreTarget(store, (digest) => lease.protect(digest)),
       [descriptor],
       {
         name,

@@ -40,7 +40,7 @@ import {
   storeSource,
   StoreTarget,
 } from "../images/copy.ts";
-import { acquireLease } from "../images/gc.ts";
+import { acquireLease } from "../images/lease.ts";
 import {
   type ImageManifest,
   kindOf,
@@ -87,6 +87,11 @@ export interface ImportResult {
   unnamed: Descriptor[];
 }
 
+/** The options an import passes on: the caller's, and the lease's claim on a digest. */
+interface Importing extends ImportOptions {
+  claim(digest: Digest): void;
+}
+
 /** `index.json`, `manifest.json` and the like are read into memory up to this size. */
 const MAX_METADATA_SIZE = 16 << 20;
 const METADATA_FILES = new Set([
@@ -124,10 +129,12 @@ export async function importArchive(
 ): Promise<ImportResult> {
   // garbage collection must not sweep blobs committed before the records point at them
   const lease = await acquireLease(store.root);
+  // every digest is claimed before the store is asked for it: `delete` leaves it alone from then
+  const importing = { ...options, claim: (digest: Digest) => lease.protect(digest) };
   try {
-    const contents = await readArchive(store, source, options);
+    const contents = await readArchive(store, source, importing);
     options.signal?.throwIfAborted();
-    const found = await imagesOf(store, contents);
+    const found = await imagesOf(store, contents, importing);
     options.signal?.throwIfAborted();
     // one change of index.json, after every name was checked: all images are recorded or none
     const records = await new Images(store.root).putAll(
@@ -183,7 +190,7 @@ class ArchiveContents {
 async function readArchive(
   store: Store,
   source: ReadableStream<Uint8Array>,
-  options: ImportOptions,
+  options: Importing,
 ): Promise<ArchiveContents> {
   const contents = new ArchiveContents();
   const seen = new Set<string>();
@@ -216,7 +223,7 @@ async function readEntry(
   entry: TarEntry,
   contents: ArchiveContents,
   seen: Set<string>,
-  options: ImportOptions,
+  options: Importing,
 ): Promise<void> {
   options.signal?.throwIfAborted();
   const { header } = entry;
@@ -271,7 +278,7 @@ async function ingestNamed(
   store: Store,
   entry: TarEntry,
   path: string,
-  options: ImportOptions,
+  options: Importing,
 ): Promise<ArchiveFile> {
   const match = /^blobs\/([^/]+)\/([^/]+)$/.exec(path);
   const digest = match ? `${match[1]}:${match[2]}` : "";
@@ -283,6 +290,7 @@ async function ingestNamed(
   const size = entry.header.size;
   // content already in the store was verified when it was committed: the archive's copy of it
   // is skipped unread (the tar reader passes over it)
+  options.claim(digest);
   if (await store.has(digest)) {
     const info = await store.info(digest);
     options.onProgress?.(blobEvent("exists", path, digest, info.size));
@@ -312,7 +320,7 @@ async function ingestUnnamed(
   store: Store,
   entry: TarEntry,
   path: string,
-  options: ImportOptions,
+  options: Importing,
 ): Promise<ArchiveFile> {
   const size = entry.header.size;
   const writer = await store.writer(`import-${crypto.randomUUID()}`, { total: size });
@@ -324,6 +332,7 @@ async function ingestUnnamed(
       await writer.write(piece);
     }
     digest = writer.digest(); // the writer hashed it on the way: no second pass
+    options.claim(digest);
     try {
       await writer.commit(size, digest);
     } catch (error) {
@@ -350,7 +359,11 @@ interface FoundImages {
   unnamed: Descriptor[];
 }
 
-async function imagesOf(store: Store, contents: ArchiveContents): Promise<FoundImages> {
+async function imagesOf(
+  store: Store,
+  contents: ArchiveContents,
+  options: Importing,
+): Promise<FoundImages> {
   const layout = contents.metadata.get(OCI_LAYOUT_FILE);
   const index = contents.metadata.get(INDEX_FILE);
   const docker = contents.metadata.get(DOCKER_MANIFEST_FILE);
@@ -375,7 +388,7 @@ async function imagesOf(store: Store, contents: ArchiveContents): Promise<FoundI
     });
     for (const entry of parsed.manifests) {
       try {
-        await checkImage(store, entry, known);
+        await checkImage(store, entry, known, options);
       } catch (error) {
         // In a docker-archive manifest.json is what counts (docker load reads nothing else),
         // and some writers put an OCI part beside it that is not a complete image.
@@ -390,7 +403,7 @@ async function imagesOf(store: Store, contents: ArchiveContents): Promise<FoundI
   }
   if (docker) {
     for (const [i, item] of parseDockerManifest(docker).entries()) {
-      const target = await dockerImage(store, contents, item, i, known);
+      const target = await dockerImage(store, contents, item, i, known, options);
       const names = (item.RepoTags ?? []).map(nameOfRepoTag);
       for (const name of names) if (!found.named.has(name)) found.named.set(name, target);
       const covered = [...found.named.values(), ...found.unnamed].some((d) =>
@@ -422,8 +435,14 @@ function checkLayout(bytes: Uint8Array): void {
  * manifests. Manifests an index lists may be missing (platforms that were not exported), and so
  * may non-distributable layers. Every manifest found goes to `known`.
  */
-async function checkImage(store: Store, top: Descriptor, known: KnownManifest[]): Promise<void> {
-  const copied = await copyImage(archiveSource(store, top), new StoreTarget(store), [top], {
+async function checkImage(
+  store: Store,
+  top: Descriptor,
+  known: KnownManifest[],
+  options: Importing,
+): Promise<void> {
+  const target = new StoreTarget(store, options.claim);
+  const copied = await copyImage(archiveSource(store, top), target, [top], {
     allPlatforms: true,
     present: true,
     action: "import",
@@ -509,6 +528,7 @@ async function dockerImage(
   item: DockerItem,
   i: number,
   known: KnownManifest[],
+  options: Importing,
 ): Promise<Descriptor> {
   const config = contents.lookup(item.Config, `item ${i} Config`);
   const layers = item.Layers.map((path, n) => contents.lookup(path, `item ${i} Layers[${n}]`));
@@ -557,6 +577,7 @@ async function dockerImage(
     layers: layerDescriptors,
   }));
   const digest = digestOf(bytes);
+  options.claim(digest);
   await writeBlob(store, `import-${digest}`, [bytes], { digest, size: bytes.length });
   return { mediaType: MediaType.ociManifest, digest, size: bytes.length };
 }

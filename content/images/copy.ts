@@ -473,19 +473,25 @@ export function storeSource(provider: Provider, settings: { verify?: boolean } =
 export class StoreTarget implements CopyTarget {
   readonly childrenFirst = false;
   readonly #store: Provider & Ingester;
+  readonly #claim?: (digest: Digest) => void;
   readonly #buffers: Uint8Array<ArrayBuffer>[] = [];
 
-  /** Writes into `store`. */
-  constructor(store: Provider & Ingester) {
+  /**
+   * Writes into `store`. `claim` is told every digest before the store is asked for it: a lease
+   * protects it from `delete` from then on (see lease.ts).
+   */
+  constructor(store: Provider & Ingester, claim?: (digest: Digest) => void) {
     this.#store = store;
+    this.#claim = claim;
   }
 
   has(descriptor: Descriptor): Promise<boolean> {
+    this.#claim?.(descriptor.digest);
     return this.#store.has(descriptor.digest);
   }
 
   async readManifest(descriptor: Descriptor): Promise<Uint8Array<ArrayBuffer> | undefined> {
-    if (!(await this.#store.has(descriptor.digest))) return undefined;
+    if (!(await this.has(descriptor))) return undefined;
     return await storeSource(this.#store).readManifest(descriptor, {});
   }
 

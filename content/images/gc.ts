@@ -29,6 +29,7 @@ import type { Digest } from "../digest.ts";
 import { CorruptContentError, InUseError, LockedError, NotFoundError } from "../errors.ts";
 import { walkImage } from "./graph.ts";
 import { Images, recordName } from "./records.ts";
+import { gcLockPath, leasedDigests, leaseLock } from "./lease.ts";
 import type { Info, Status } from "../store/capabilities.ts";
 import type { Store } from "../store/store.ts";
 
@@ -105,7 +106,8 @@ export interface DeleteOptions {
 
 /**
  * A function that deletes blobs as `dist delete` and `dist serve` do: a blob an image record
- * reaches stays, with {@link InUseError} naming the image, unless `force`. The records are walked
+ * reaches stays, with {@link InUseError} naming the image, unless `force`; so does one a fetch or
+ * import in progress has claimed in its lease (see lease.ts). The records are walked
  * once, when the function is made: it serves one batch of deletions.
  */
 export async function blobDeleter(
@@ -120,7 +122,17 @@ export async function blobDeleter(
         `cannot delete ${digest}: image ${image} uses it (--force deletes it anyway)`,
       );
     }
-    await store.delete(digest);
+    // content a running fetch or import has claimed stays, --force or not: it is about to be
+    // recorded; checked and deleted under the lease lock, so no claim slips in between
+    let leased: boolean;
+    {
+      using _lock = leaseLock(store.root);
+      leased = leasedDigests(store.root).has(digest);
+      if (!leased) await store.delete(digest);
+    }
+    if (leased) {
+      throw new InUseError(`cannot delete ${digest}: a fetch or import in progress uses it`);
+    }
   };
 }
 
@@ -129,45 +141,13 @@ function rootName(root: Descriptor): string {
   return recordName(root) ?? root.digest;
 }
 
-/** A shared hold on the store that keeps garbage collection out; see {@link acquireLease}. */
-export interface Lease {
-  /** Ends the lease. */
-  release(): Promise<void>;
-}
-
-function leasePath(root: string): string {
-  return `${root}/gc.lock`;
-}
-
-/**
- * Takes a shared lease on the store at `root`: while any lease is held, {@link collectGarbage}
- * refuses to run. Hold one from the first committed blob until the image is recorded.
- */
-export async function acquireLease(root: string): Promise<Lease> {
-  await Deno.mkdir(root, { recursive: true });
-  const file = await Deno.open(leasePath(root), { read: true, write: true, create: true });
-  await file.lock(false);
-  let released = false;
-  return {
-    async release() {
-      if (released) return;
-      released = true;
-      try {
-        await file.unlock();
-      } finally {
-        file.close();
-      }
-    },
-  };
-}
-
 /**
  * Removes blobs no image record reaches, and with `ingestsOlderThan` stale ingests. Throws
  * {@link LockedError} while a fetch holds a lease on the store, and {@link CorruptContentError},
  * removing nothing, while a record cannot be walked (see {@link ImageUses.incomplete}).
  */
 export async function collectGarbage(store: Store, options: GcOptions = {}): Promise<GcResult> {
-  using file = await Deno.open(leasePath(store.root), { read: true, write: true, create: true });
+  using file = await Deno.open(gcLockPath(store.root), { read: true, write: true, create: true });
   if (!(await file.tryLock(true))) {
     throw new LockedError(
       `cannot collect garbage in ${store.root}: a fetch is in progress, try again when it ends`,

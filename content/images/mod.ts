@@ -7,4 +7,5 @@
 export * from "./records.ts";
 export * from "./graph.ts";
 export * from "./gc.ts";
+export * from "./lease.ts";
 export * from "./copy.ts";

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { acquireLease, collectGarbage, imageUses } from "../../content/images/gc.ts";
+import { collectGarbage, imageUses } from "../../content/images/gc.ts";
+import { acquireLease } from "../../content/images/lease.ts";
 import { Store } from "../../content/store/store.ts";
 import { Images } from "../../content/images/records.ts";
 import { digestOf } from "../../content/digest.ts";

@@ -1,0 +1,109 @@
+/**
+ * Leases, after containerd's: a fetch, import or pull in progress holds one on the store, and
+ * the content it names in it is in use until it ends, for `delete` as for garbage collection.
+ *
+ * A lease is a file `ROOT/leases/<id>` that its holder keeps locked: the digests it protects, one
+ * a line. A lease whose file can be locked by someone else belongs to a process that is gone and
+ * protects nothing. Protecting a digest and deleting one take `ROOT/leases.lock` for the moment,
+ * so a digest is either protected before a delete looks, or deleted before its fetch asks
+ * whether the store has it (and then fetched again).
+ *
+ * Every lease also holds `ROOT/gc.lock` shared: garbage collection, which takes it exclusively,
+ * does not run at all while a lease is held.
+ *
+ * @module
+ */
+import type { Digest } from "../digest.ts";
+
+/** A hold on the store; see the module doc. */
+export interface Lease {
+  /** Marks `digest` as in use until the lease ends. */
+  protect(digest: Digest): void;
+  /** Ends the lease. */
+  release(): Promise<void>;
+}
+
+const encoder = new TextEncoder();
+
+/** The file whose exclusive lock keeps garbage collection out while leases are held. */
+export function gcLockPath(root: string): string {
+  return `${root}/gc.lock`;
+}
+
+/**
+ * Opens and locks the store's lease lock (protecting and deleting take turns under it); closing
+ * the file releases it: `using lock = leaseLock(root)`.
+ */
+export function leaseLock(root: string): Deno.FsFile {
+  const file = Deno.openSync(`${root}/leases.lock`, { read: true, write: true, create: true });
+  file.lockSync(true);
+  return file;
+}
+
+/**
+ * Takes a lease on the store at `root`: garbage collection waits for its end, and `delete`
+ * refuses the digests it protects. Hold one from before the first blob is looked at until the
+ * image is recorded.
+ */
+export async function acquireLease(root: string): Promise<Lease> {
+  await Deno.mkdir(`${root}/leases`, { recursive: true });
+  const gc = await Deno.open(gcLockPath(root), { read: true, write: true, create: true });
+  await gc.lock(false);
+  const path = `${root}/leases/${crypto.randomUUID()}`;
+  const file = Deno.openSync(path, { write: true, append: true, createNew: true });
+  file.lockSync(true);
+  let released = false;
+  return {
+    protect(digest) {
+      if (released) return;
+      using _lock = leaseLock(root);
+      file.writeSync(encoder.encode(`${digest}\n`));
+    },
+    async release() {
+      if (released) return;
+      released = true;
+      try {
+        Deno.removeSync(path);
+        file.close();
+      } finally {
+        await gc.unlock();
+        gc.close();
+      }
+    },
+  };
+}
+
+/**
+ * The digests the live leases of the store at `root` protect. Call it holding the lease lock
+ * ({@link leaseLock}); leases of processes that are gone are removed on the way.
+ */
+export function leasedDigests(root: string): Set<string> {
+  const digests = new Set<string>();
+  let names: string[];
+  try {
+    names = [...Deno.readDirSync(`${root}/leases`)].map((entry) => entry.name);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return digests;
+    throw error;
+  }
+  for (const name of names) {
+    const path = `${root}/leases/${name}`;
+    let file: Deno.FsFile;
+    try {
+      file = Deno.openSync(path, { read: true });
+    } catch {
+      continue; // released meanwhile
+    }
+    try {
+      if (file.tryLockSync(true)) {
+        Deno.removeSync(path); // its holder is gone
+        continue;
+      }
+      const text = new TextDecoder().decode(Deno.readFileSync(path));
+      for (const line of text.split("\n")) if (line) digests.add(line);
+    } finally {
+      file.close();
+    }
+  }
+  return digests;
+}
