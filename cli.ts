@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { DistError } from "./content/errors.ts";
+import { CorruptContentError, DistError } from "./content/errors.ts";
 import type { ProgressEvent } from "./content/images/copy.ts";
 import { defaultRoot } from "./content/store/root.ts";
 import { RegistryClient } from "./remotes/client.ts";
@@ -26,6 +26,7 @@ import {
 import type { Descriptor } from "./content/descriptor.ts";
 import { shortDigest } from "./content/digest.ts";
 import { blobDeleter, collectGarbage } from "./content/images/gc.ts";
+import { checkImage } from "./content/images/check.ts";
 import { resolveManifest, summarizeImage } from "./content/images/graph.ts";
 import { findImage, Images } from "./content/images/records.ts";
 import { parsePlatform } from "./content/platform.ts";
@@ -1031,6 +1032,59 @@ const COMMANDS: Command[] = [
         out.table(["NAME", "DIGEST", "SIZE", "PLATFORMS"], rows);
       }
       return 0;
+    },
+  },
+  {
+    name: "check",
+    usage: "[--repair] [flags] [NAME|DIGEST...]",
+    summary:
+      "verify that images (default: every record) are whole and every blob matches its digest",
+    flags: [
+      {
+        name: "repair",
+        type: "boolean",
+        description:
+          "delete blobs that do not match and fetch what is missing from the image's registry",
+      },
+      { name: "json", type: "boolean", description: "print one JSON object an image" },
+      ...REGISTRY_FLAGS,
+    ],
+    run(ctx) {
+      const repair = boolFlag(ctx, "repair");
+      return interruptible("check interrupted", async (signal) => {
+        const store = await Store.open(ctx.root(), repair ? undefined : READ_ONLY);
+        const names = ctx.args.length
+          ? ctx.args
+          : (await new Images(store.root).list()).map((r) => r.name);
+        const client = repair ? await registryClient(ctx) : undefined;
+        try {
+          return await forEachReporting(names, async (name) => {
+            const image = await findImage(store, name);
+            const label = image.name ?? image.target.digest;
+            let problems = await checkImage(store, image.target, { name: label, signal });
+            if (problems.length && client && image.name !== undefined) {
+              for (const { descriptor, problem } of problems) {
+                if (problem === "corrupt") await store.delete(descriptor.digest);
+              }
+              // the platforms the store held, fetched again: what is missing comes back
+              const { platforms } = await summarizeImage(store, image.target);
+              await fetchImage(client, store, image.name, {
+                platforms: platforms.map(parsePlatform),
+                signal,
+              });
+              problems = await checkImage(store, image.target, { name: label, signal });
+            }
+            if (boolFlag(ctx, "json")) out.json({ name: label, target: image.target, problems });
+            else if (problems.length === 0) out.line(`ok ${label}`);
+            if (problems.length) {
+              const list = problems.map((p) => `${p.problem} ${p.descriptor.digest}`).join(", ");
+              throw new CorruptContentError(`image ${label} is damaged: ${list}`);
+            }
+          });
+        } finally {
+          client?.close();
+        }
+      });
     },
   },
   // ---- archive commands (export, import) ----

@@ -9,3 +9,4 @@ export * from "./graph.ts";
 export * from "./gc.ts";
 export * from "./lease.ts";
 export * from "./copy.ts";
+export * from "./check.ts";
