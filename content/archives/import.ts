@@ -29,6 +29,7 @@ import {
   CorruptContentError,
   DigestMismatchError,
   DistError,
+  InvalidArgumentError,
   NotFoundError,
   SizeMismatchError,
   UnsupportedError,
@@ -50,6 +51,7 @@ import {
 } from "../images/graph.ts";
 import { type ImageRecord, Images, recordName, withoutNames } from "../images/records.ts";
 import { detectCompression } from "../layers/decompress.ts";
+import { parseReference } from "../reference.ts";
 import { readTar, type TarEntry } from "../layers/tar_reader.ts";
 import type { Store } from "../store/store.ts";
 import { writeBlob } from "../store/write_blob.ts";
@@ -398,7 +400,7 @@ async function imagesOf(
       const target = withoutNames(entry);
       const name = recordName(entry);
       if (name === undefined) found.unnamed.push(target);
-      else if (!found.named.has(name)) found.named.set(name, target);
+      else if (!found.named.has(name)) found.named.set(checkedName(name), target);
     }
   }
   if (docker) {
@@ -600,4 +602,17 @@ function blobEvent(
   size: number,
 ): ProgressEvent {
   return { status, name: path, path, digest, mediaType: "", kind: "blob", size };
+}
+
+/**
+ * A name from an archive's `index.json`, which must be an image reference: the name of a record
+ * is printed, matched and fetched again, so anything else (`../x`, `a b`) is refused.
+ */
+function checkedName(name: string): string {
+  try {
+    parseReference(name);
+  } catch (error) {
+    throw new InvalidArgumentError(`invalid image name ${JSON.stringify(name)}`, { cause: error });
+  }
+  return name;
 }

@@ -391,33 +391,37 @@ Deno.test("importArchive() refuses an archive that misses a blob its index needs
   });
 });
 
-Deno.test("importArchive() records no image when one of the archive's names is invalid", async () => {
-  await withStores(async (store) => {
-    const { entries } = await ociEntries("unused");
-    const manifest = entries[2].body as Uint8Array;
-    const entry = (name: string) => ({
-      mediaType: OCI_MANIFEST,
-      digest: digestOf(manifest),
-      size: manifest.length,
-      annotations: { "org.opencontainers.image.ref.name": name },
+for (
+  const name of ["bad name", "../../etc/passwd", "example.com/app:v1@sha256:nothex", "UPPER/case"]
+) {
+  Deno.test(`importArchive() records no image when one of the archive's names is ${JSON.stringify(name)}`, async () => {
+    await withStores(async (store) => {
+      const { entries } = await ociEntries("unused");
+      const manifest = entries[2].body as Uint8Array;
+      const entry = (name: string) => ({
+        mediaType: OCI_MANIFEST,
+        digest: digestOf(manifest),
+        size: manifest.length,
+        annotations: { "org.opencontainers.image.ref.name": name },
+      });
+      // two entries naming one manifest: a good name first, so that writing records one at a
+      // time would keep it
+      const index = json({
+        schemaVersion: 2,
+        manifests: [entry("example.com/good:v1"), entry(name)],
+      });
+      const twoNames = entries.map((e) =>
+        e.header.name === "index.json" ? file("index.json", index) : e
+      );
+      const error = await assertRejects(
+        () => importArchive(store, tarOf(twoNames)),
+        InvalidArgumentError,
+      );
+      assert.equal(error.message, `invalid image name ${JSON.stringify(name)}`);
+      assert.deepEqual(await new Images(store.root).list(), []);
     });
-    // two entries naming one manifest: a good name first, so that writing records one at a
-    // time would keep it
-    const index = json({
-      schemaVersion: 2,
-      manifests: [entry("example.com/good:v1"), entry("bad name")],
-    });
-    const twoNames = entries.map((e) =>
-      e.header.name === "index.json" ? file("index.json", index) : e
-    );
-    const error = await assertRejects(
-      () => importArchive(store, tarOf(twoNames)),
-      InvalidArgumentError,
-    );
-    assert.equal(error.message, 'invalid image name "bad name"');
-    assert.deepEqual(await new Images(store.root).list(), []);
   });
-});
+}
 
 /** A docker-archive as docker save wrote it before Docker 25: `<id>/layer.tar`, `<hex>.json`. */
 async function legacyDockerArchive(): Promise<{ entries: TarWriteEntry[]; diffIds: string[] }> {
