@@ -9,14 +9,12 @@
  */
 import { CorruptContentError, DistError } from "./content/errors.ts";
 import type { ProgressEvent } from "./content/images/copy.ts";
+import type { Mirror } from "./remotes/mirrors.ts";
+import type { ArchiveFormat } from "./content/archives/export.ts";
 import { defaultRoot } from "./content/store/root.ts";
 import { RegistryClient } from "./remotes/client.ts";
 import type { Credentials } from "./remotes/credentials.ts";
 import { fetchObject } from "./remotes/fetch_object.ts";
-import { pushImage } from "./remotes/push.ts";
-import { loadHosts, mirrorHost } from "./remotes/hosts.ts";
-import { type Mirror, mirrorsOf } from "./remotes/mirrors.ts";
-import { copyLocation, parseLocation } from "./remotes/transports.ts";
 import {
   formatReference,
   parseObjectReference,
@@ -26,7 +24,6 @@ import {
 import type { Descriptor } from "./content/descriptor.ts";
 import { shortDigest } from "./content/digest.ts";
 import { blobDeleter, collectGarbage } from "./content/images/gc.ts";
-import { checkImage } from "./content/images/check.ts";
 import { resolveManifest, summarizeImage } from "./content/images/graph.ts";
 import { findImage, Images } from "./content/images/records.ts";
 import { parsePlatform } from "./content/platform.ts";
@@ -34,7 +31,6 @@ import { Store } from "./content/store/store.ts";
 import { writeBlob } from "./content/store/write_blob.ts";
 import { type Digest, parseDigest } from "./content/digest.ts";
 import { checkBundle, unpackImage } from "./content/bundle/unpack.ts";
-import { type ArchiveFormat, exportImages, importArchive } from "./content/archives/mod.ts";
 import { fileStream, openFileStream, writeFileAtomic } from "./content/internal/mod.ts";
 import {
   DEFAULT_MAX_CONCURRENT_DOWNLOADS,
@@ -411,8 +407,14 @@ function fetchFlags(ctx: Context): FetchImageOptions {
 
 /** The mirrors `--mirror` and `--hosts-dir` name for `ref`'s registry. */
 async function mirrorsFor(ctx: Context, ref: Reference): Promise<Mirror[]> {
-  const hosts = listFlag(ctx, "mirror").map(mirrorHost);
+  const mirrors = listFlag(ctx, "mirror");
   const dir = stringFlag(ctx, "hosts-dir");
+  if (mirrors.length === 0 && !dir) return [];
+  const [{ loadHosts, mirrorHost }, { mirrorsOf }] = await Promise.all([
+    import("./remotes/hosts.ts"),
+    import("./remotes/mirrors.ts"),
+  ]);
+  const hosts = mirrors.map(mirrorHost);
   if (dir) hosts.push(...(await loadHosts(dir, ref.registry)));
   return mirrorsOf(hosts, ref.registry);
 }
@@ -1061,6 +1063,7 @@ const COMMANDS: Command[] = [
           return await forEachReporting(names, async (name) => {
             const image = await findImage(store, name);
             const label = image.name ?? image.target.digest;
+            const { checkImage } = await import("./content/images/check.ts");
             let problems = await checkImage(store, image.target, { name: label, signal });
             if (problems.length && client && image.name !== undefined) {
               for (const { descriptor, problem } of problems) {
@@ -1139,6 +1142,7 @@ const COMMANDS: Command[] = [
       }
       return interruptible("export interrupted", async (signal) => {
         const store = await Store.open(ctx.root(), READ_ONLY);
+        const { exportImages } = await import("./content/archives/export.ts");
         const archive = await exportImages(store, ctx.args, {
           format: format as ArchiveFormat,
           platform,
@@ -1166,6 +1170,7 @@ const COMMANDS: Command[] = [
       return interruptible("import interrupted", async (signal) => {
         const store = await Store.open(ctx.root());
         const source = path === "-" ? fileStream(Deno.stdin) : await openFileStream(path);
+        const { importArchive } = await import("./content/archives/import.ts");
         const result = await importArchive(store, source, {
           signal,
           onProgress: json || quiet ? undefined : (e) => {
@@ -1221,6 +1226,7 @@ const COMMANDS: Command[] = [
           const store = await Store.open(ctx.root(), READ_ONLY);
           const client = await registryClient(ctx);
           try {
+            const { pushImage } = await import("./remotes/push.ts");
             const result = await withProgress(
               ctx,
               (onProgress) =>
@@ -1279,8 +1285,9 @@ const COMMANDS: Command[] = [
       { name: "quiet", short: "q", type: "boolean", description: "print only the descriptor" },
       ...REGISTRY_FLAGS,
     ],
-    run(ctx) {
+    async run(ctx) {
       expectArgs(ctx, 2, 2);
+      const { copyLocation, parseLocation } = await import("./remotes/transports.ts");
       const [from, to] = ctx.args.map(parseLocation);
       const platformFlag = stringFlag(ctx, "platform");
       const allPlatforms = boolFlag(ctx, "all-platforms");

@@ -32,10 +32,16 @@ export function gcLockPath(root: string): string {
 
 /**
  * Opens and locks the store's lease lock (protecting and deleting take turns under it); closing
- * the file releases it: `using lock = leaseLock(root)`.
+ * the file releases it: `using lock = leaseLock(root)`. Undefined where there is no store.
  */
-export function leaseLock(root: string): Deno.FsFile {
-  const file = Deno.openSync(`${root}/leases.lock`, { read: true, write: true, create: true });
+export function leaseLock(root: string): Deno.FsFile | undefined {
+  let file: Deno.FsFile;
+  try {
+    file = Deno.openSync(`${root}/leases.lock`, { read: true, write: true, create: true });
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined; // no store: nothing leased
+    throw error;
+  }
   file.lockSync(true);
   return file;
 }
