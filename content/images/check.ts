@@ -6,7 +6,12 @@
  * @module
  */
 import type { Descriptor } from "../descriptor.ts";
-import { DigestMismatchError, type DistError, NotFoundError, SizeMismatchError } from "../errors.ts";
+import {
+  DigestMismatchError,
+  type DistError,
+  NotFoundError,
+  SizeMismatchError,
+} from "../errors.ts";
 import type { Provider } from "../store/capabilities.ts";
 import {
   copyImage,
