@@ -286,6 +286,13 @@ const REGISTRY_FLAGS: FlagSpec[] = [
     value: "FILE",
     description: "trust the CA certificates in FILE",
   },
+  {
+    name: "timeout",
+    type: "string",
+    value: "DURATION",
+    description:
+      "give up on a registry silent this long: before its reply (connecting included) or within a body, which then resumes (default 30s)",
+  },
 ];
 
 /** Builds a registry client from {@link REGISTRY_FLAGS}; retries are reported as warnings. */
@@ -313,12 +320,14 @@ async function registryClient(ctx: Context): Promise<RegistryClient> {
     throw new UsageError("--password-stdin needs --user USER");
   }
   const tls = stringFlag(ctx, "ca-file") !== undefined || boolFlag(ctx, "insecure");
+  const timeout = stringFlag(ctx, "timeout");
   return new RegistryClient({
     credentials,
     // explicit TLS settings mean TLS, also for a loopback registry
     plainHttp: boolFlag(ctx, "plain-http") ? true : tls ? false : undefined,
     insecure: boolFlag(ctx, "insecure"),
     caFile: stringFlag(ctx, "ca-file"),
+    timeoutMs: timeout === undefined ? undefined : positiveDuration("timeout", timeout),
     onRetry: (e) =>
       out.warn(`${e.action}: ${e.reason}; retrying in ${(e.delayMs / 1000).toFixed(1)}s`),
   });
@@ -624,6 +633,13 @@ function parseDuration(flag: string, value: string): number {
     );
   }
   return total;
+}
+
+/** A duration that must be more than zero. */
+function positiveDuration(flag: string, value: string): number {
+  const ms = parseDuration(flag, value);
+  if (ms <= 0) throw new UsageError(`--${flag} wants a duration above zero, got ${value}`);
+  return ms;
 }
 
 /** `4s ago`, `12m ago`, `3h ago`, `2d ago`. */

@@ -6,6 +6,8 @@
 import type { CredentialProvider, Credentials } from "./credentials.ts";
 import { RegistryError, UnauthorizedError } from "./errors.ts";
 import { RETRYABLE_STATUSES } from "./_retry.ts";
+import { readCapped } from "./_body.ts";
+import { checkFollowedUrl, mayCarryCredentials } from "./_url_policy.ts";
 
 /** One challenge of a `WWW-Authenticate` header. */
 export interface Challenge {
@@ -69,8 +71,8 @@ interface CachedToken {
 export class Authorizer {
   readonly #credentials: CredentialProvider;
   readonly #send: TokenSender;
-  /** The challenge each registry answered with last. */
-  readonly #challenges = new Map<string, Challenge>();
+  /** The challenge each registry answered with last, and the URL that answered it. */
+  readonly #challenges = new Map<string, Challenge & { registryUrl: URL }>();
   /** Tokens (or token requests in flight) by registry and scope. */
   readonly #tokens = new Map<string, Promise<CachedToken>>();
   readonly #found = new Map<string, Promise<Credentials | undefined>>();
@@ -122,11 +124,13 @@ export class Authorizer {
     scope: string,
     header: string | null,
     sent: string | undefined,
+    registryUrl: URL,
   ): Promise<boolean> {
     const challenges = parseChallenges(header ?? "");
-    const challenge = challenges.find((c) => c.scheme === "bearer" && c.params.realm) ??
+    const found = challenges.find((c) => c.scheme === "bearer" && c.params.realm) ??
       challenges.find((c) => c.scheme === "basic");
-    if (!challenge) return false;
+    if (!found) return false;
+    const challenge = { ...found, registryUrl };
     this.#challenges.set(registry, challenge);
     const credentials = await this.#lookup(registry, repository);
     if (challenge.scheme === "basic") {
@@ -157,7 +161,7 @@ export class Authorizer {
   }
 
   #fetchToken(
-    challenge: Challenge,
+    challenge: Challenge & { registryUrl: URL },
     credentials: Credentials | undefined,
     scope: string,
     key: string,
@@ -171,7 +175,7 @@ export class Authorizer {
   }
 
   async #requestToken(
-    challenge: Challenge,
+    challenge: Challenge & { registryUrl: URL },
     credentials: Credentials | undefined,
     scope: string,
   ): Promise<CachedToken> {
@@ -181,6 +185,13 @@ export class Authorizer {
     } catch {
       throw new RegistryError(
         `registry sent an invalid token realm ${JSON.stringify(challenge.params.realm)}`,
+      );
+    }
+    checkFollowedUrl(realm, challenge.registryUrl, "the token realm");
+    const secret = credentials?.identityToken ?? credentials?.username;
+    if (secret !== undefined && !mayCarryCredentials(realm)) {
+      throw new RegistryError(
+        `refusing to send credentials over plain HTTP to the token realm ${realm.href}`,
       );
     }
     const scopes = [...new Set([...(challenge.params.scope ?? "").split(" "), ...scope.split(" ")])]
@@ -232,9 +243,11 @@ export class Authorizer {
       });
     }
     let body: { token?: unknown; access_token?: unknown; expires_in?: unknown };
+    const tooLarge = () => new RegistryError(`token server ${where} sent more than 1 MiB`);
     try {
-      body = await reply.json();
-    } catch {
+      body = JSON.parse(new TextDecoder().decode(await readCapped(reply.body, 1 << 20, tooLarge)));
+    } catch (error) {
+      if (error instanceof RegistryError) throw error;
       throw new RegistryError(`token server ${where} sent a reply that is not JSON`);
     }
     const token = typeof body.token === "string" && body.token !== ""

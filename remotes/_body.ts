@@ -2,6 +2,8 @@
  * Reading response bodies: in large chunks (BYOB reads into 1 MiB buffers where the body is a
  * byte stream), resumed after a dropped connection, and capped for small documents.
  */
+import { SizeMismatchError } from "../content/errors.ts";
+import { DEFAULT_TIMEOUT_MS, TimeoutError, timeoutMessage } from "./_transport.ts";
 import { RegistryError } from "./errors.ts";
 import { backoffDelay, describeNetworkError, type RetryPolicy, sleep } from "./_retry.ts";
 import { ChunkReader, concatBytes } from "../content/internal/mod.ts";
@@ -30,6 +32,10 @@ export interface ResumeOptions {
   policy: RetryPolicy;
   /** Names the object in the final error. */
   label: string;
+  /** How long a read may wait for data before the transfer counts as cut (and resumes). */
+  idleMs: number;
+  /** The host, for the idle timeout's message. */
+  host: string;
   signal?: AbortSignal;
 }
 
@@ -107,6 +113,12 @@ export function resumableStream(
         const skip = position - bodyAt; // > 0 while dropping bytes a reply repeats
         const want = skip > 0 ? Math.min(CHUNK_SIZE, skip) : view.byteLength - filled;
         let count: number;
+        // a body that stalls is cut here, and resumed with Range like a dropped one
+        let stalled = false;
+        const watchdog = setTimeout(() => {
+          stalled = true;
+          void reader.cancel();
+        }, options.idleMs);
         try {
           ({ buffer: scratch, count } = await reader.readInto(
             scratch,
@@ -114,7 +126,9 @@ export function resumableStream(
             Math.min(CHUNK_SIZE, want),
           ));
           signal?.throwIfAborted();
+          if (stalled) throw new TimeoutError(timeoutMessage("idle", options.host, options.idleMs));
         } catch (error) {
+          clearTimeout(watchdog);
           if (signal?.aborted) throw signal.reason;
           scratch = new Uint8Array(CHUNK_SIZE);
           if (filled > 0) {
@@ -126,6 +140,7 @@ export function resumableStream(
           await resume(describeNetworkError(error), error);
           continue;
         }
+        clearTimeout(watchdog);
         if (count === 0) {
           const end = position + filled;
           if (skip <= 0 && (size === undefined || end >= size)) {
@@ -146,6 +161,14 @@ export function resumableStream(
         }
         bodyAt += count;
         if (skip > 0) continue;
+        if (size !== undefined && position + filled + count > size) {
+          // an endless (or merely overlong) body must not fill the disk: stop at size + 1
+          await reader.cancel();
+          stopListening();
+          throw new SizeMismatchError(
+            `cannot fetch ${options.label}: the registry sent more than its ${size} bytes`,
+          );
+        }
         view.set(scratch.subarray(0, count), filled);
         filled += count;
         // after a failure, hand on whatever arrived so that progress is never lost twice
@@ -169,13 +192,20 @@ export async function readCapped(
   body: ReadableStream<Uint8Array> | null,
   max: number,
   tooLarge: (received: number) => Error,
+  idle: { ms: number; host: string } = { ms: DEFAULT_TIMEOUT_MS, host: "the registry" },
 ): Promise<Uint8Array<ArrayBuffer>> {
   if (!body) return new Uint8Array(0);
   const chunks: Uint8Array[] = [];
   let total = 0;
   const reader = body.getReader();
   for (;;) {
-    const { done, value } = await reader.read();
+    let stalled = false;
+    const watchdog = setTimeout(() => {
+      stalled = true;
+      void reader.cancel();
+    }, idle.ms);
+    const { done, value } = await reader.read().finally(() => clearTimeout(watchdog));
+    if (stalled) throw new TimeoutError(timeoutMessage("idle", idle.host, idle.ms));
     if (done) break;
     total += value.byteLength;
     if (total > max) {

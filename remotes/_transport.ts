@@ -14,6 +14,22 @@ export interface TransportOptions {
   caFile?: string;
   /** Skip TLS certificate verification. */
   insecure?: boolean;
+  /** How long to wait for a reply's headers, connecting included (default 30 s). */
+  timeoutMs?: number;
+}
+
+/** The default first-byte and idle timeouts: a loaded registry answers well within them. */
+export const DEFAULT_TIMEOUT_MS = 30_000;
+
+/** A registry that went quiet: which timeout fired, and after how long. */
+export class TimeoutError extends Error {}
+
+/** The words of a timeout error: `no response from HOST within 30s (first-byte timeout)`. */
+export function timeoutMessage(kind: "first-byte" | "idle", host: string, ms: number): string {
+  const seconds = `${Math.round(ms / 100) / 10}s`;
+  return kind === "first-byte"
+    ? `no response from ${host} within ${seconds} (first-byte timeout)`
+    : `no data from ${host} for ${seconds} (idle timeout)`;
 }
 
 /** A way to send requests, and to release what it holds. */
@@ -34,8 +50,9 @@ const SYSTEM_BUNDLES = [
 
 /** Creates a transport; the HTTPS client (and its CA list) is built on the first HTTPS request. */
 export function createTransport(options: TransportOptions): Transport {
+  const timed = (send: Send): Send => withTimeout(send, options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
   if (options.insecure) {
-    return { send: insecureSend, close() {} };
+    return { send: timed(insecureSend), close() {} };
   }
   let client: Deno.HttpClient | undefined;
   let clientReady: Promise<Deno.HttpClient | undefined> | undefined;
@@ -58,11 +75,11 @@ export function createTransport(options: TransportOptions): Transport {
     return clientReady;
   };
   return {
-    async send(url, init) {
+    send: timed(async (url, init) => {
       if (url.protocol !== "https:") return await fetch(url, { ...init, redirect: "manual" });
       const client = await httpsClient();
       return await fetch(url, { ...init, redirect: "manual", ...(client ? { client } : {}) });
-    },
+    }),
     close() {
       client?.close();
     },
@@ -83,6 +100,26 @@ async function systemCertificates(): Promise<string[]> {
     }
   }
   return [];
+}
+
+/** `send` that gives up with a {@link TimeoutError} when no reply has come after `ms`. */
+function withTimeout(send: Send, ms: number): Send {
+  return async (url, init) => {
+    const timer = new AbortController();
+    const id = setTimeout(
+      () => timer.abort(new TimeoutError(timeoutMessage("first-byte", url.host, ms))),
+      ms,
+    );
+    const signal = init.signal ? AbortSignal.any([init.signal, timer.signal]) : timer.signal;
+    try {
+      return await send(url, { ...init, signal });
+    } catch (error) {
+      if (timer.signal.aborted && !init.signal?.aborted) throw timer.signal.reason;
+      throw error;
+    } finally {
+      clearTimeout(id);
+    }
+  };
 }
 
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);

@@ -50,6 +50,7 @@ import {
 } from "../content/reference.ts";
 import { MAX_MANIFEST_SIZE } from "../content/images/graph.ts";
 import { Authorizer } from "./_auth.ts";
+import { checkFollowedUrl, mayCarryCredentials } from "./_url_policy.ts";
 import { type OpenedBody, readCapped, resumableStream } from "./_body.ts";
 import {
   backoffDelay,
@@ -60,7 +61,7 @@ import {
   sleep,
   summarizeTries,
 } from "./_retry.ts";
-import { createTransport, type Transport } from "./_transport.ts";
+import { createTransport, DEFAULT_TIMEOUT_MS, type Transport } from "./_transport.ts";
 
 /** The manifest media types a resolve accepts, most specific first. */
 export const MANIFEST_MEDIA_TYPES: readonly string[] = [
@@ -104,6 +105,11 @@ export interface RegistryClientOptions {
   onRetry?: (event: RetryEvent) => void;
   /** The `User-Agent` header (default `dist/0.1.0`). */
   userAgent?: string;
+  /**
+   * How long to wait for a reply (connecting included) and, within a body, for the next bytes,
+   * in milliseconds (default 30 s). A stalled blob is resumed with `Range` like a cut one.
+   */
+  timeoutMs?: number;
   /**
    * The path the registry API is served under (default `/v2`): a mirror set up with containerd's
    * `override_path` names its own, such as `/proxy/v2`.
@@ -220,10 +226,16 @@ export class RegistryClient {
   readonly #onRetry?: (event: RetryEvent) => void;
   readonly #userAgent: string;
   readonly #apiRoot: string;
+  readonly #timeoutMs: number;
 
   /** Creates a client; nothing is sent until the first call. */
   constructor(options: RegistryClientOptions = {}) {
-    this.#transport = createTransport({ caFile: options.caFile, insecure: options.insecure });
+    this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.#transport = createTransport({
+      caFile: options.caFile,
+      insecure: options.insecure,
+      timeoutMs: this.#timeoutMs,
+    });
     this.#plainHttp = options.plainHttp;
     this.#policy = {
       attempts: Math.max(1, options.retry?.attempts ?? 5),
@@ -411,6 +423,8 @@ export class RegistryClient {
       reopen: open,
       policy: this.#policy,
       label: name,
+      idleMs: this.#timeoutMs,
+      host: registryHost(ref.registry),
       signal: options.signal,
     });
     return { stream, offset: first.start };
@@ -425,7 +439,8 @@ export class RegistryClient {
     for (;;) {
       const reply = await this.#exchange(exchange);
       try {
-        return { reply, bytes: await readManifestBody(reply, name) };
+        const idle = { ms: this.#timeoutMs, host: exchange.url.host };
+        return { reply, bytes: await readManifestBody(reply, name, idle) };
       } catch (error) {
         if (exchange.signal?.aborted) throw exchange.signal.reason;
         if (error instanceof DistError || error instanceof Deno.errors.NotCapable) throw error;
@@ -537,6 +552,7 @@ export class RegistryClient {
             scope,
             challenge,
             authorization,
+            exchange.url,
           );
         } catch (error) {
           await reply.body?.cancel();
@@ -620,7 +636,14 @@ export class RegistryClient {
       const headers = new Headers(exchange.headers);
       headers.set("user-agent", this.#userAgent);
       const atRegistry = url.origin === origin;
-      if (authorization && atRegistry) headers.set("authorization", authorization);
+      if (authorization && atRegistry) {
+        if (!mayCarryCredentials(url)) {
+          throw new RegistryError(
+            `cannot ${exchange.action}: refusing to send credentials over plain HTTP to ${url.host}`,
+          );
+        }
+        headers.set("authorization", authorization);
+      }
       // a 303 (and, as browsers do, a 301/302 of a POST) turns into a GET without the body
       const body = method === exchange.method ? exchange.body?.() ?? null : null;
       const reply = await this.#transport.send(url, {
@@ -636,6 +659,7 @@ export class RegistryClient {
         throw new RegistryError(`cannot ${exchange.action}: more than ${MAX_REDIRECTS} redirects`);
       }
       url = new URL(location, url);
+      checkFollowedUrl(url, exchange.url, `a redirect of ${exchange.action}`);
       const post = method === "POST" && (reply.status === 301 || reply.status === 302);
       if ((reply.status === 303 && method !== "HEAD") || post) method = "GET";
     }
@@ -726,13 +750,18 @@ async function errorEntries(reply: Response): Promise<RegistryErrorEntry[]> {
   }
 }
 
-async function readManifestBody(reply: Response, name: string): Promise<Uint8Array<ArrayBuffer>> {
+async function readManifestBody(
+  reply: Response,
+  name: string,
+  idle: { ms: number; host: string },
+): Promise<Uint8Array<ArrayBuffer>> {
   const declared = contentLength(reply);
   if (declared !== undefined && declared > MAX_MANIFEST_SIZE) {
     await reply.body?.cancel();
     throw tooLarge(name, declared);
   }
-  return await readCapped(reply.body, MAX_MANIFEST_SIZE, (received) => tooLarge(name, received));
+  const tooBig = (received: number) => tooLarge(name, received);
+  return await readCapped(reply.body, MAX_MANIFEST_SIZE, tooBig, idle);
 }
 
 function tooLarge(name: string, size: number): RegistryError {

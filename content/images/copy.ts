@@ -604,16 +604,17 @@ export class StoreTarget implements CopyTarget {
         );
       }
       await writer.truncate(0);
-      await this.#append(writer, opened.stream, 0, undefined, context);
+      await this.#append(writer, opened.stream, descriptor, 0, undefined, context);
       return false;
     }
-    await this.#append(writer, opened.stream, offset, resumedFrom, context);
+    await this.#append(writer, opened.stream, descriptor, offset, resumedFrom, context);
     return offset > 0;
   }
 
   async #append(
     writer: Writer,
     stream: ReadableStream<Uint8Array>,
+    { digest, size }: Descriptor,
     start: number,
     resumedFrom: number | undefined,
     context: WriteContext,
@@ -622,6 +623,12 @@ export class StoreTarget implements CopyTarget {
     const chunks = new ChunkReader(stream, this.#buffers);
     try {
       for (let chunk; (chunk = await chunks.read()) !== undefined;) {
+        if (offset + chunk.byteLength > size) {
+          // a source that sends more than the descriptor says must not fill the disk
+          throw new SizeMismatchError(
+            `cannot store ${context.kind} ${digest}: the source sent more than ${size} bytes`,
+          );
+        }
         await writer.write(chunk);
         offset += chunk.byteLength;
         context.moved(chunk.byteLength);
