@@ -395,11 +395,34 @@ const FETCH_FLAGS: FlagSpec[] = [
 
 /** The fetch options from {@link FETCH_FLAGS}. */
 /** `pull` unpacks one platform: the fetch flags with a single `--platform` and no `--all-platforms`. */
-const PULL_FLAGS: FlagSpec[] = FETCH_FLAGS.filter((f) => f.name !== "all-platforms").map((f) =>
-  f.name === "platform"
-    ? { ...f, multiple: false, description: "platform to pull (default: this machine's)" }
-    : f
-);
+/** What unpacking takes besides the platform: the limit on what layers may unpack to. */
+const UNPACK_LIMIT_FLAG: FlagSpec = {
+  name: "max-unpacked-size",
+  type: "string",
+  value: "SIZE",
+  description:
+    "stop when the layers unpack to more than SIZE (bytes, or 500M, 20G; default: no limit)",
+};
+
+const PULL_FLAGS: FlagSpec[] = [
+  ...FETCH_FLAGS.filter((f) => f.name !== "all-platforms").map((f) =>
+    f.name === "platform"
+      ? { ...f, multiple: false, description: "platform to pull (default: this machine's)" }
+      : f
+  ),
+  UNPACK_LIMIT_FLAG,
+];
+
+/** `--max-unpacked-size`: bytes, or a number with K, M, G or T (powers of 1024). */
+function sizeFlag(ctx: Context, name: string): number | undefined {
+  const value = stringFlag(ctx, name);
+  if (value === undefined) return undefined;
+  const match = /^(\d+)([KMGT]?)$/i.exec(value);
+  if (!match) {
+    throw new UsageError(`invalid size ${JSON.stringify(value)} for --${name}: want e.g. 500M`);
+  }
+  return Number(match[1]) * 1024 ** " KMGT".indexOf((match[2] || " ").toUpperCase());
+}
 
 function fetchFlags(ctx: Context): FetchImageOptions {
   const platforms = listFlag(ctx, "platform").map(parsePlatform);
@@ -530,7 +553,7 @@ const STOP_SIGNALS = { SIGINT: 130, SIGTERM: 143 } as const;
  * aborts; an aborted run prints `message` and exits 130 (143). A second signal exits at once.
  */
 async function interruptible(
-  message: string,
+  message: string | (() => string),
   body: (signal: AbortSignal) => Promise<number | void>,
 ): Promise<number | void> {
   const controller = new AbortController();
@@ -548,7 +571,7 @@ async function interruptible(
     return await body(controller.signal);
   } catch (error) {
     if (!controller.signal.aborted) throw error;
-    out.error(message);
+    out.error(typeof message === "string" ? message : message());
     return code;
   } finally {
     for (const remove of listeners) remove();
@@ -596,6 +619,7 @@ async function unpackWithProgress(
   const quiet = boolFlag(ctx, "quiet");
   await unpackImage(store, manifest.digest, dir, {
     signal,
+    maxUnpackedSize: sizeFlag(ctx, "max-unpacked-size"),
     onWarning: (message) => out.warn(message),
     onProgress: (e) => {
       if (json) out.json(e);
@@ -960,7 +984,10 @@ const COMMANDS: Command[] = [
       const dir = ctx.args[1] ?? ref.repository.slice(ref.repository.lastIndexOf("/") + 1);
       const options = fetchFlags(ctx);
       const platform = options.platforms![0];
-      return interruptible(RESUMABLE, async (signal) => {
+      sizeFlag(ctx, "max-unpacked-size"); // a bad value is a usage error before the download
+      let unpacking = false; // what an interruption leaves depends on the phase it stops
+      const stopped = () => unpacking ? "unpack interrupted" : RESUMABLE;
+      return interruptible(stopped, async (signal) => {
         await checkBundle(dir); // a DIR unpack would refuse is refused before the download
         const store = await Store.open(ctx.root());
         const client = await registryClient(ctx);
@@ -971,6 +998,7 @@ const COMMANDS: Command[] = [
           client.close();
         }
         const manifest = await resolveManifest(store, result.descriptor, { platform });
+        unpacking = true;
         await unpackWithProgress(ctx, store, manifest, dir, signal);
         if (boolFlag(ctx, "quiet")) out.json(result.descriptor);
         else if (!boolFlag(ctx, "json")) out.line(`pulled ${result.name} into ${dir}`);
@@ -988,12 +1016,14 @@ const COMMANDS: Command[] = [
         value: "OS/ARCH[/VARIANT]",
         description: "platform of a multi-platform image (default: this machine's)",
       },
+      UNPACK_LIMIT_FLAG,
       { name: "json", type: "boolean", description: "print progress events as JSON, one a line" },
       { name: "quiet", short: "q", type: "boolean", description: "print nothing on success" },
     ],
     run(ctx) {
       expectArgs(ctx, 2, 2);
       const [name, dir] = ctx.args;
+      sizeFlag(ctx, "max-unpacked-size"); // a bad value is a usage error before anything runs
       const platformFlag = stringFlag(ctx, "platform");
       const platform = platformFlag ? parsePlatform(platformFlag) : undefined;
       return interruptible("unpack interrupted", async (signal) => {

@@ -17,6 +17,7 @@ import {
   InvalidArgumentError,
   LockedError,
   NotFoundError,
+  UnsupportedError,
 } from "../errors.ts";
 import type { ProgressEvent } from "../images/copy.ts";
 import { MAX_MANIFEST_SIZE, parseManifest } from "../images/graph.ts";
@@ -34,6 +35,11 @@ export interface UnpackImageOptions extends ApplyLayerOptions {
    * layer.
    */
   onProgress?: (event: ProgressEvent) => void;
+  /**
+   * The most bytes the layers may unpack to, all together (default: no limit): a small layer
+   * that inflates without end (a gzip bomb) stops there.
+   */
+  maxUnpackedSize?: number;
 }
 
 /** What {@link unpackImage} produced. */
@@ -104,6 +110,7 @@ export async function unpackImage(
       await removeAll(partial); // left by a killed unpack: we hold the lock, nobody else uses it
       await Deno.mkdir(partial, { mode: 0o755 });
     }
+    const unpacked = new UnpackedBytes(options.maxUnpackedSize);
     for (let i = 0; i < layers.length; i++) {
       const layer = layers[i];
       const diffId = parseDigest(diffIds[i]);
@@ -131,7 +138,8 @@ export async function unpackImage(
       }
       // the blob as stored, and what it unpacks to, each checked against its digest
       const blob = compressed.pipeThrough(new VerifyStream({ ...layer, label: `stored ${label}` }));
-      const plain = decompress(blob, { mediaType: layer.mediaType });
+      let plain = decompress(blob, { mediaType: layer.mediaType });
+      if (options.maxUnpackedSize !== undefined) plain = plain.pipeThrough(unpacked.counter(label));
       const result = await applyLayer(
         target,
         plain.pipeThrough(new VerifyStream({ digest: diffId, label: `uncompressed ${label}` })),
@@ -163,7 +171,9 @@ export async function unpackImage(
  */
 async function lockBundle(dir: string): Promise<Deno.FsFile> {
   try {
-    await Deno.mkdir(dir, { recursive: true });
+    // 0700, as containerd and runc make it: the image's setuid files and device nodes inside
+    // must not be reachable by other local users (the runtime maps access for the container)
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
   } catch (error) {
     // a file where the bundle (or one of its parents) should be
     if (error instanceof Deno.errors.AlreadyExists || error instanceof Deno.errors.NotADirectory) {
@@ -210,6 +220,32 @@ export async function checkBundle(bundleDir: string): Promise<boolean> {
 async function emptyDirectory(path: string): Promise<void> {
   const names = await Array.fromAsync(Deno.readDir(path), (entry) => entry.name).catch(() => []);
   await Promise.all(names.map((name) => removeAll(`${path}/${name}`)));
+}
+
+/** Counts what the layers of an image unpack to, against a limit. */
+class UnpackedBytes {
+  readonly #limit: number;
+  #total = 0;
+
+  constructor(limit = Infinity) {
+    this.#limit = limit;
+  }
+
+  /** A pass-through that counts the uncompressed bytes of one layer. */
+  counter(label: string): TransformStream<Uint8Array, Uint8Array> {
+    return new TransformStream({
+      transform: (chunk, controller) => {
+        this.#total += chunk.byteLength;
+        if (this.#total > this.#limit) {
+          throw new UnsupportedError(
+            `cannot unpack ${label}: the image unpacks to more than ${this.#limit} bytes ` +
+              `(the --max-unpacked-size limit)`,
+          );
+        }
+        controller.enqueue(chunk);
+      },
+    });
+  }
 }
 
 /** A small blob read whole, checked against its digest (the store may have been changed on disk). */

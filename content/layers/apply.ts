@@ -547,6 +547,16 @@ class LayerApplier {
   #setXattrs(header: TarHeader, abs: string): void {
     if (!this.#xattrs) return;
     for (const name in header.xattrs) {
+      // trusted.* attributes are for the host's privileged daemons, not for an image to set (as
+      // containerd drops them); security.capability and the rest are kept
+      if (name.startsWith("trusted.")) {
+        this.#warnOnce(
+          `xattr:${name}`,
+          `dropped extended attribute ${name} on ${JSON.stringify(header.name)}: trusted.* ` +
+            `attributes are not taken from images`,
+        );
+        continue;
+      }
       const sys = syscalls();
       if (!sys) {
         this.#warnOnce(

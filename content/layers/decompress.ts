@@ -18,6 +18,7 @@
 import type { Transform } from "node:stream";
 import { CorruptContentError } from "../errors.ts";
 import { concatBytes } from "../internal/bytes.ts";
+import { type FramePiece, zstdFrames } from "./_zstd_frames.ts";
 
 /** A layer's compression. */
 export type Compression = "gzip" | "zstd" | "none";
@@ -124,6 +125,31 @@ function inflate(
   source: ReadableStream<Uint8Array>,
   compression: "gzip" | "zstd",
 ): ReadableStream<Uint8Array> {
+  // gzip's decompressor reads member after member; zstd's stops after its first frame
+  if (compression === "gzip") return inflateOne(source, "gzip");
+  const pieces = zstdFrames(source)[Symbol.asyncIterator]();
+  return ReadableStream.from((async function* () {
+    // one decompressor a frame, in turn: skippable frames are gone, pzstd's many frames all count
+    for (let piece = await pieces.next(); !piece.done; piece = await pieces.next()) {
+      let first: FramePiece | undefined = piece.value;
+      const frame = new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          const next = first ?? (await pieces.next()).value;
+          first = undefined;
+          if (next === undefined) return controller.close();
+          if (next.bytes.length) controller.enqueue(next.bytes);
+          if (next.end) controller.close();
+        },
+      }, { highWaterMark: 0 });
+      yield* inflateOne(frame, "zstd");
+    }
+  })());
+}
+
+function inflateOne(
+  source: ReadableStream<Uint8Array>,
+  compression: "gzip" | "zstd",
+): ReadableStream<Uint8Array> {
   let zlib: Transform | undefined;
   const reader = source.getReader();
   let failed = false;
@@ -145,6 +171,8 @@ function inflate(
       zlib = inflater;
       if (failed) return void inflater.destroy(); // cancelled while loading
       inflater.on("data", (chunk: Uint8Array) => {
+        // a stream cancelled (Ctrl-C) while the decompressor still flushes takes no more chunks
+        if (failed) return;
         controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
         if ((controller.desiredSize ?? 0) <= 0) inflater.pause();
       });

@@ -87,7 +87,10 @@ export interface TarEntry {
 
 /** Options for {@link readTar}. */
 export interface ReadTarOptions {
-  /** Largest PAX or GNU long-name record accepted, in bytes (default 1 MiB). */
+  /**
+   * Largest PAX or GNU long-name record accepted, in bytes, and the most that global PAX records
+   * may hold together (default 1 MiB each): past them a layer's metadata is too large.
+   */
   maxMetadataSize?: number;
 }
 
@@ -122,6 +125,14 @@ class TarReader {
   #current: Entry | undefined;
   readonly #scratch = new Uint8Array(BLOCK);
   #globals: Map<string, Uint8Array<ArrayBuffer>> = new Map();
+  /** Bytes the global records hold together (bounded by the metadata limit). */
+  #globalBytes = 0;
+  /**
+   * The global records applied to an empty header, worked out once when they change: each entry
+   * then takes the fields and shares the xattr and PAX maps, so a large global record costs
+   * nothing per entry (50,000 entries under one big record stay linear).
+   */
+  #globalPatch: Partial<TarHeader> | undefined;
 
   constructor(source: ReadableStream<Uint8Array>, maxMetadata: number) {
     this.#reader = source.getReader();
@@ -200,20 +211,29 @@ class TarReader {
     return piece;
   }
 
-  /** Skips the rest of the current body and its padding. */
+  /**
+   * Skips the rest of the current body and its padding. The data must all be there; the padding
+   * of the last entry may be missing, as older umoci and stacker wrote layers without it (and
+   * without the end-of-archive blocks): the layer's digest still decides whether it is whole.
+   */
   async #skipBody(): Promise<void> {
-    this.#remaining += this.#padding;
-    this.#padding = 0;
-    while (this.#remaining > 0) {
-      if (!(await this.#fill())) {
-        throw new CorruptContentError(
-          `invalid tar archive: unexpected end of data at offset ${this.#offset}`,
-        );
+    for (const part of ["data", "padding"] as const) {
+      if (part === "padding") {
+        this.#remaining = this.#padding;
+        this.#padding = 0;
       }
-      const n = Math.min(this.#remaining, this.#chunk.length - this.#pos);
-      this.#pos += n;
-      this.#remaining -= n;
-      this.#offset += n;
+      while (this.#remaining > 0) {
+        if (!(await this.#fill())) {
+          if (part === "padding") return void (this.#remaining = 0);
+          throw new CorruptContentError(
+            `invalid tar archive: unexpected end of data at offset ${this.#offset}`,
+          );
+        }
+        const n = Math.min(this.#remaining, this.#chunk.length - this.#pos);
+        this.#pos += n;
+        this.#remaining -= n;
+        this.#offset += n;
+      }
     }
   }
 
@@ -221,7 +241,8 @@ class TarReader {
   async #readSmallBody(size: number, what: string): Promise<Uint8Array<ArrayBuffer>> {
     if (size > this.#maxMetadata) {
       throw new CorruptContentError(
-        `invalid tar archive: ${what} of ${size} bytes at offset ${this.#offset} exceeds ${this.#maxMetadata}`,
+        `layer metadata too large: ${what} of ${size} bytes at offset ${this.#offset}, over the ` +
+          `limit of ${this.#maxMetadata}`,
       );
     }
     const bytes = new Uint8Array(size);
@@ -259,7 +280,7 @@ class TarReader {
       }
       verifyChecksum(block, headerOffset);
       const typeflag = block[156] === 0 ? "\0" : String.fromCharCode(block[156]);
-      const size = parseNumber(block, 124, 12, "size", headerOffset);
+      const size = parseCount(block, 124, 12, "size", headerOffset);
       this.#remaining = size;
       this.#padding = (BLOCK - (size % BLOCK)) % BLOCK;
       switch (typeflag) {
@@ -267,15 +288,10 @@ class TarReader {
           local = parsePax(await this.#readSmallBody(size, "PAX header"), headerOffset);
           continue;
         case "g":
-          for (
-            const [key, value] of parsePax(
-              await this.#readSmallBody(size, "PAX header"),
-              headerOffset,
-            )
-          ) {
-            if (value.length === 0) this.#globals.delete(key);
-            else this.#globals.set(key, value);
-          }
+          this.#setGlobals(
+            parsePax(await this.#readSmallBody(size, "PAX header"), headerOffset),
+            headerOffset,
+          );
           continue;
         case "L":
           longName = cString(await this.#readSmallBody(size, "GNU long name"), 0, size);
@@ -287,10 +303,10 @@ class TarReader {
       const header = parseHeader(block, typeflag, headerOffset);
       if (longName !== undefined) header.name = longName;
       if (longLink !== undefined) header.linkname = longLink;
-      if (this.#globals.size > 0 || local) {
-        const records = new Map(this.#globals);
-        if (local) { for (const [key, value] of local) records.set(key, value); }
-        applyPax(header, records, headerOffset);
+      if (this.#globalPatch || local) {
+        if (this.#globalPatch) Object.assign(header, this.#globalPatch);
+        // the shared maps are copied only for an entry that adds to them
+        if (local) applyPax(header, local, headerOffset, true);
         this.#remaining = header.size;
         this.#padding = (BLOCK - (header.size % BLOCK)) % BLOCK;
       }
@@ -311,6 +327,33 @@ class TarReader {
       this.#current = new Entry(header, this);
       return this.#current;
     }
+  }
+
+  /** Merges a global PAX header into the records every later entry starts from. */
+  #setGlobals(records: Map<string, Uint8Array<ArrayBuffer>>, offset: number): void {
+    for (const [key, value] of records) {
+      const before = this.#globals.get(key);
+      if (before) this.#globalBytes -= key.length + before.length;
+      if (value.length === 0) this.#globals.delete(key);
+      else {
+        this.#globals.set(key, value);
+        this.#globalBytes += key.length + value.length;
+      }
+    }
+    if (this.#globalBytes > this.#maxMetadata) {
+      throw new CorruptContentError(
+        `layer metadata too large: global PAX records of ${this.#globalBytes} bytes at offset ` +
+          `${offset}, over the limit of ${this.#maxMetadata}`,
+      );
+    }
+    if (this.#globals.size === 0) return void (this.#globalPatch = undefined);
+    const base = emptyHeader();
+    applyPax(base, this.#globals, offset, false);
+    const patch: Partial<TarHeader> = { xattrs: base.xattrs, pax: base.pax };
+    for (const key of PAX_FIELDS) {
+      if (this.#globals.has(PAX_KEYS[key])) Object.assign(patch, { [key]: base[key] });
+    }
+    this.#globalPatch = patch;
   }
 
   /** Reads what follows the end-of-archive marker (padding to the record size) and drops it. */
@@ -441,6 +484,61 @@ function parseNumber(
   return value;
 }
 
+/**
+ * A numeric field that counts something (a size, an id, a mode): never negative, whatever a
+ * base-256 field says. A negative size would step the reader back onto the same header forever.
+ */
+function parseCount(
+  block: Uint8Array,
+  start: number,
+  length: number,
+  field: string,
+  offset: number,
+): number {
+  const value = parseNumber(block, start, length, field, offset);
+  if (value < 0) {
+    throw new CorruptContentError(
+      `invalid tar header at offset ${offset}: negative ${field} ${value}`,
+    );
+  }
+  return value;
+}
+
+/** A header with nothing in it, for global PAX records to be applied to. */
+function emptyHeader(): TarHeader {
+  return {
+    name: "",
+    type: "file",
+    typeflag: "0",
+    mode: 0,
+    uid: 0,
+    gid: 0,
+    size: 0,
+    mtime: 0,
+    linkname: "",
+    uname: "",
+    gname: "",
+    devmajor: 0,
+    devminor: 0,
+    xattrs: {},
+    pax: {},
+  };
+}
+
+/** The header fields PAX records set, and the record that sets each. */
+const PAX_KEYS = {
+  name: "path",
+  linkname: "linkpath",
+  size: "size",
+  uid: "uid",
+  gid: "gid",
+  uname: "uname",
+  gname: "gname",
+  mtime: "mtime",
+  atime: "atime",
+} as const;
+const PAX_FIELDS = Object.keys(PAX_KEYS) as (keyof typeof PAX_KEYS)[];
+
 const TYPES: Record<string, TarEntryType> = {
   "0": "file",
   "\0": "file",
@@ -462,16 +560,16 @@ function parseHeader(block: Uint8Array, typeflag: string, offset: number): TarHe
     name,
     type: TYPES[typeflag] ?? "other",
     typeflag,
-    mode: parseNumber(block, 100, 8, "mode", offset) & 0o7777,
-    uid: parseNumber(block, 108, 8, "uid", offset),
-    gid: parseNumber(block, 116, 8, "gid", offset),
-    size: parseNumber(block, 124, 12, "size", offset),
+    mode: parseCount(block, 100, 8, "mode", offset) & 0o7777,
+    uid: parseCount(block, 108, 8, "uid", offset),
+    gid: parseCount(block, 116, 8, "gid", offset),
+    size: parseCount(block, 124, 12, "size", offset),
     mtime: parseNumber(block, 136, 12, "mtime", offset),
     linkname: cString(block, 157, 100),
     uname: cString(block, 265, 32),
     gname: cString(block, 297, 32),
-    devmajor: parseNumber(block, 329, 8, "devmajor", offset),
-    devminor: parseNumber(block, 337, 8, "devminor", offset),
+    devmajor: parseCount(block, 329, 8, "devmajor", offset),
+    devminor: parseCount(block, 337, 8, "devminor", offset),
     xattrs: {},
     pax: {},
   };
@@ -507,9 +605,11 @@ function parsePax(bytes: Uint8Array, offset: number): Map<string, Uint8Array<Arr
   return records;
 }
 
+/** A PAX number: a decimal count (`size`, `uid`, `gid`) or time (seconds, with a fraction). */
 function paxNumber(value: string, key: string, offset: number): number {
+  const count = key === "size" || key === "uid" || key === "gid";
   const n = Number(value);
-  if (value.trim() === "" || !Number.isFinite(n)) {
+  if (!(count ? /^\d+$/ : /^-?\d+(\.\d+)?$/).test(value) || !Number.isSafeInteger(Math.trunc(n))) {
     throw new CorruptContentError(
       `invalid tar archive: PAX ${key} ${
         JSON.stringify(value)
@@ -519,8 +619,22 @@ function paxNumber(value: string, key: string, offset: number): number {
   return n;
 }
 
-function applyPax(header: TarHeader, records: Map<string, Uint8Array>, offset: number): void {
+function applyPax(
+  header: TarHeader,
+  records: Map<string, Uint8Array>,
+  offset: number,
+  shared: boolean,
+): void {
+  // the xattr and PAX maps may be the global records' own: copied before they change
+  let copied = !shared;
+  const own = () => {
+    if (copied) return;
+    header.xattrs = { ...header.xattrs };
+    header.pax = { ...header.pax };
+    copied = true;
+  };
   for (const [key, raw] of records) {
+    own();
     if (key.startsWith("SCHILY.xattr.")) {
       header.xattrs[key.slice("SCHILY.xattr.".length)] = raw.slice();
       continue;
