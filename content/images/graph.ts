@@ -394,7 +394,12 @@ function parseJson(
 }
 
 /** Validates a descriptor from remote content before anything uses its digest or size. */
-function checkDescriptor(value: unknown, where: string): Descriptor {
+/**
+ * Checks that `value` is a descriptor (media type, digest, size; a platform with os and
+ * architecture; annotations of strings) and returns it; {@link CorruptContentError} naming
+ * `where` otherwise.
+ */
+export function checkDescriptor(value: unknown, where: string): Descriptor {
   if (typeof value !== "object" || value === null) throw invalid(where, "is not a descriptor");
   const d = value as Record<string, unknown>;
   if (typeof d.mediaType !== "string" || d.mediaType === "") {
@@ -409,6 +414,13 @@ function checkDescriptor(value: unknown, where: string): Descriptor {
   const p = d.platform as Record<string, unknown> | undefined;
   if (p !== undefined && (typeof p?.os !== "string" || typeof p?.architecture !== "string")) {
     throw invalid(where, "has a platform without os and architecture");
+  }
+  const a = d.annotations;
+  if (
+    a !== undefined &&
+    (typeof a !== "object" || a === null || Object.values(a).some((v) => typeof v !== "string"))
+  ) {
+    throw invalid(where, "has annotations that are not strings");
   }
   return value as Descriptor;
 }

@@ -29,7 +29,7 @@
 import { type Descriptor, MediaType } from "../descriptor.ts";
 import { isDigest, parseDigest } from "../digest.ts";
 import { CorruptContentError, InvalidArgumentError, NotFoundError } from "../errors.ts";
-import { storedDescriptor } from "./graph.ts";
+import { checkDescriptor, storedDescriptor } from "./graph.ts";
 import type { Store } from "../store/store.ts";
 import { writeFileAtomic } from "../internal/file_stream.ts";
 // Reference parsing is pure (no network): record names are image references.
@@ -182,6 +182,8 @@ export class Images {
     if (typeof value !== "object" || value === null || !Array.isArray(index.manifests)) {
       throw new CorruptContentError(`cannot read ${path}: not an OCI image index`);
     }
+    // one bad entry (a null, a hand edit) is named, never a TypeError somewhere later
+    index.manifests.forEach((entry, i) => checkDescriptor(entry, `${path} entry ${i}`));
     return index;
   }
 

@@ -499,3 +499,35 @@ Deno.test("an empty --root or DIST_ROOT is a usage error and leaves the director
     assert.deepEqual([...Deno.readDirSync(dir)], []);
   });
 });
+
+Deno.test("a malformed index.json entry gives one line naming the file and the entry", async () => {
+  await withTempDir(async (dir) => {
+    const root = `${dir}/store`;
+    assert.equal((await runDist(["images", "--root", root])).code, 0);
+    await Deno.mkdir(root, { recursive: true });
+    const digest = "sha256:" + "a".repeat(64);
+    for (
+      const [entry, why] of [
+        [null, "entry 0: is not a descriptor"],
+        [{ mediaType: "x", digest: "sha256:zz", size: 1 }, "entry 0: has an invalid digest"],
+        [{ mediaType: "x", digest, size: -1 }, "entry 0: has an invalid size -1"],
+        [
+          { mediaType: "x", digest, size: 1, annotations: { a: 1 } },
+          "entry 0: has annotations that are not strings",
+        ],
+      ] as const
+    ) {
+      await Deno.writeTextFile(
+        `${root}/index.json`,
+        JSON.stringify({ schemaVersion: 2, manifests: [entry] }),
+      );
+      for (const command of [["images"], ["prune", "--dry-run"], ["delete", digest]]) {
+        const result = await runDist([...command, "--root", root]);
+        assert.equal(result.code, 1, `${command[0]}: ${result.stderr}`);
+        assert.equal(result.stderr.trim().split("\n").length, 1, result.stderr);
+        assert.ok(result.stderr.includes(`${root}/index.json ${why}`), result.stderr);
+        assert.doesNotMatch(result.stderr, /TypeError/);
+      }
+    }
+  });
+});
