@@ -17,6 +17,8 @@ export interface VerifyOptions {
   size?: number;
   /** Names the content in errors, e.g. a reference or a digest. */
   label?: string;
+  /** The message of a digest mismatch, given the actual digest (default: names both). */
+  mismatch?: (actual: Digest) => string;
 }
 
 /**
@@ -56,7 +58,8 @@ export class Verifier {
     const actual = this.#digester.digest();
     if (actual !== this.#options.digest) {
       throw new DigestMismatchError(
-        `cannot verify ${this.#label}: expected digest ${this.#options.digest}, got ${actual}`,
+        this.#options.mismatch?.(actual) ??
+          `cannot verify ${this.#label}: expected digest ${this.#options.digest}, got ${actual}`,
       );
     }
   }

@@ -142,7 +142,14 @@ export async function unpackImage(
       if (options.maxUnpackedSize !== undefined) plain = plain.pipeThrough(unpacked.counter(label));
       const result = await applyLayer(
         target,
-        plain.pipeThrough(new VerifyStream({ digest: diffId, label: `uncompressed ${label}` })),
+        plain.pipeThrough(
+          new VerifyStream({
+            digest: diffId,
+            mismatch: (actual) =>
+              `cannot unpack ${label}: uncompressed digest mismatch: the config's diff_id is ` +
+              `${diffId}, the layer unpacks to ${actual}`,
+          }),
+        ),
         options,
       );
       options.onProgress?.({ ...event("unpacked"), entries: result.entries, bytes: result.bytes });

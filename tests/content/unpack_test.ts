@@ -626,6 +626,7 @@ Deno.test("unpackImage() rejects a layer whose content does not match its diff_i
       "layer 1/1",
     );
     assert.ok(error.message.includes(wrong) && error.message.includes(layer.diffId));
+    assert.ok(error.message.includes("uncompressed digest mismatch"), error.message);
     // The half-unpacked bundle this call created is removed again, config.json never written.
     assert.equal(await exists(`${tmp}/bundle`), false);
     // A bundle directory the caller made stays as it was: the empty rootfs gets no entry of
