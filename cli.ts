@@ -157,6 +157,10 @@ const out = {
   error(text: string): void {
     writeAll(Deno.stderr, encoder.encode(`dist: ${oneLine(text)}\n`));
   },
+  /** Writes a log line to stderr, as it is (control characters shown as `\xNN`). */
+  log(text: string): void {
+    writeAll(Deno.stderr, encoder.encode(`${oneLine(text)}\n`));
+  },
   /** Writes a warning line to stderr. */
   warn(text: string): void {
     writeAll(Deno.stderr, encoder.encode(`dist: warning: ${oneLine(text)}\n`));
@@ -1134,6 +1138,88 @@ const COMMANDS: Command[] = [
           client?.close();
         }
       });
+    },
+  },
+  {
+    name: "serve",
+    usage: "[--listen ADDR:PORT|unix:PATH] [--allow-push] [--allow-delete] [flags]",
+    summary: "serve the store as an OCI registry (pull; push and delete when allowed)",
+    description: "Records HOST/REPO:TAG are served as REPO:TAG (the host dropped); a pushed tag " +
+      "is recorded as SERVER/REPO:TAG, SERVER as the client names it. Uploads are ingests: " +
+      "they show in dist active and survive a restart. One access-log line a request on stderr. " +
+      "Ctrl-C or SIGTERM stops it (exit 0).",
+    flags: [
+      {
+        name: "listen",
+        type: "string",
+        value: "ADDR:PORT|unix:PATH",
+        description: "where to listen (default 127.0.0.1:5000)",
+      },
+      { name: "allow-push", type: "boolean", description: "accept uploads and manifests" },
+      {
+        name: "allow-delete",
+        type: "boolean",
+        description: "accept DELETE of manifests and blobs (never of blobs an image uses)",
+      },
+      {
+        name: "htpasswd",
+        type: "string",
+        value: "FILE",
+        description: "require Basic auth from the users of FILE (bcrypt, htpasswd -B)",
+      },
+      { name: "cert", type: "string", value: "FILE", description: "TLS certificate chain (PEM)" },
+      { name: "key", type: "string", value: "FILE", description: "TLS private key (PEM)" },
+      {
+        name: "insecure",
+        type: "boolean",
+        description: "allow --htpasswd over plain HTTP on a non-loopback address",
+      },
+      { name: "json", type: "boolean", description: "log one JSON object a request" },
+    ],
+    async run(ctx) {
+      expectArgs(ctx, 0, 0);
+      const listen = stringFlag(ctx, "listen") ?? "127.0.0.1:5000";
+      const where = /^unix:(.+)$/.exec(listen) ?? /^\[?([^\]]*?)\]?:(\d+)$/.exec(listen);
+      if (!where) {
+        throw new UsageError(
+          `invalid --listen ${JSON.stringify(listen)}: want ADDR:PORT or unix:PATH`,
+        );
+      }
+      const unix = listen.startsWith("unix:");
+      const read = async (flag: string) => {
+        const path = stringFlag(ctx, flag);
+        return path === undefined ? undefined : await Deno.readTextFile(path);
+      };
+      const json = boolFlag(ctx, "json");
+      const { serveStore } = await import("./remotes/serve/server.ts");
+      const store = await Store.open(ctx.root());
+      const stop = new AbortController();
+      const server = await serveStore(store, {
+        ...(unix
+          ? { path: where[1] }
+          : { hostname: where[1] || "0.0.0.0", port: Number(where[2]) }),
+        allowPush: boolFlag(ctx, "allow-push"),
+        allowDelete: boolFlag(ctx, "allow-delete"),
+        htpasswd: stringFlag(ctx, "htpasswd"),
+        cert: await read("cert"),
+        key: await read("key"),
+        insecure: boolFlag(ctx, "insecure"),
+        signal: stop.signal,
+        onListen: (address) => out.log(`dist: serving ${store.root} on ${address}`),
+        onAccess: (e) =>
+          out.log(
+            json ? JSON.stringify(e) : `${e.method} ${e.path} ${e.status} ${e.bytes} ${e.ms}ms`,
+          ),
+      });
+      const onStop = () => stop.abort();
+      Deno.addSignalListener("SIGINT", onStop);
+      Deno.addSignalListener("SIGTERM", onStop);
+      try {
+        await server.finished;
+      } finally {
+        Deno.removeSignalListener("SIGINT", onStop);
+        Deno.removeSignalListener("SIGTERM", onStop);
+      }
     },
   },
   // ---- archive commands (export, import) ----

@@ -20,4 +20,5 @@ export * from "./push.ts";
 export * from "./hosts.ts";
 export * from "./mirrors.ts";
 export * from "./referrers.ts";
+export * from "./serve/mod.ts";
 export * from "./transports.ts";
