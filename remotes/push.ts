@@ -319,7 +319,8 @@ export class RegistryTarget implements CopyTarget {
 /** The URL of an upload session from a reply's `Location` (relative to the one before). */
 function uploadLocation(reply: Response, name: string, previous?: string): string {
   const location = reply.headers.get("location");
-  if (location) return previous ? new URL(location, previous).href : location;
+  // relative to the request that got it (registries may send a path alone)
+  if (location) return new URL(location, previous ?? reply.url).href;
   if (previous) return previous;
   throw new RegistryError(
     `cannot push to ${name}: the registry opened an upload without a Location`,

@@ -10,6 +10,7 @@ import { randomBytes } from "../_helpers/bytes.ts";
 import { startFaultProxy } from "../_helpers/fault_proxy.ts";
 import { startTokenIssuer } from "../_helpers/token_issuer.ts";
 import { withTempDir } from "../_helpers/temp.ts";
+import { startServe } from "../_helpers/serve.ts";
 
 async function skopeoDigest(ref: string): Promise<string> {
   const out = await new Deno.Command("skopeo", {
@@ -168,6 +169,36 @@ Deno.test("pushImage() of a blob changed on disk is refused, not published under
       assert.equal(head.status, 404);
     } finally {
       client.close();
+    }
+  });
+});
+
+Deno.test("pushImage() to dist serve goes on where a cut chunk left the upload, without starting over", async () => {
+  await withRegistry(async (registry, dir) => {
+    const layer = compressLayer(randomBytes(12 << 20), "none");
+    await putImage(registry.url, "src/big", { layers: [layer], tag: "v1" });
+    const served = await startServe(`${dir}/served`, ["--allow-push"]);
+    const proxy = await startFaultProxy(served.url);
+    const client = new RegistryClient({ retry: { baseDelayMs: 10 } });
+    try {
+      const store = await Store.open(`${dir}/store`);
+      const fetched = await fetchImage(client, store, `${registry.host}/src/big:v1`);
+      proxy.addRule({ method: "PATCH", cutRequestAfter: 3 << 20, times: 1 });
+      await pushImage(client, store, fetched.name, `${proxy.host}/dst/big:v1`, {
+        chunkSize: 4 << 20,
+      });
+      const posts = proxy.requests.filter((r) => r.method === "POST").length;
+      const statusChecks = proxy.requests.filter((r) =>
+        r.method === "GET" && r.path.includes("/uploads/")
+      );
+      assert.ok(proxy.requests.some((r) => r.faulted), "the cut happened");
+      assert.ok(statusChecks.length >= 1, "the upload's status was asked");
+      assert.equal(posts, 2, "one upload session for the layer, one for the config: no restart");
+      assert.equal(await skopeoDigest(`${served.host}/dst/big:v1`), fetched.descriptor.digest);
+    } finally {
+      client.close();
+      await proxy.stop();
+      await served.stop();
     }
   });
 });
