@@ -14,6 +14,7 @@ const ALL = [
   "export",
   "startup",
   "push",
+  "serve",
 ];
 const chosen = Deno.args.length > 0 ? Deno.args : ALL;
 const unknown = chosen.filter((name) => !ALL.includes(name));
