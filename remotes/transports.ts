@@ -196,6 +196,9 @@ async function openSource(
     temporary.push(dir);
     await importArchive(await Store.open(dir), await openFileStream(from.path), { signal });
   }
+  if (!(await Deno.stat(`${dir}/oci-layout`).then(() => true, () => false))) {
+    throw new NotFoundError(`cannot copy from ${from.path}: it is no OCI image layout`);
+  }
   const store = await Store.open(dir, { create: false });
   const image = await findLayoutImage(store, from);
   return { read: storeSource(store), name: image.name, top: image.target };

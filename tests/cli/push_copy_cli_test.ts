@@ -184,6 +184,9 @@ Deno.test("dist copy writes and reads OCI layouts and archives that skopeo reads
     assert.equal(await remoteDigest(`${registry.host}/from-tar/app:v1`), digest);
     await dist(["copy", src, `docker-archive:${dir}/docker.tar`]);
     await run("skopeo", ["inspect", `docker-archive:${dir}/docker.tar`]);
+    const none = await runDist(["copy", `oci:${dir}/none:v1`, `${registry.host}/x/y:v1`]);
+    assert.equal(none.code, 3, none.stderr);
+    assert.match(none.stderr, /it is no OCI image layout/);
     const bad = await runDist(["copy", src, "oci:"]);
     assert.equal(bad.code, 2, bad.stderr);
     assert.match(bad.stderr, /invalid location "oci:"/);
