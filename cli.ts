@@ -7,7 +7,8 @@
  *
  * @module
  */
-import { CorruptContentError, DistError } from "./content/errors.ts";
+import { CorruptContentError, DistError, InUseError } from "./content/errors.ts";
+import type { Info, Status } from "./content/store/capabilities.ts";
 import type { ProgressEvent } from "./content/images/copy.ts";
 import type { Mirror } from "./remotes/mirrors.ts";
 import type { ArchiveFormat } from "./content/archives/export.ts";
@@ -833,7 +834,7 @@ const COMMANDS: Command[] = [
     name: "delete",
     aliases: ["rm"],
     usage: "[flags] DIGEST...",
-    summary: "delete committed blobs, printing each digest deleted",
+    summary: "delete committed blobs, printing each digest deleted; blobs images use are kept",
     flags: [
       {
         name: "force",
@@ -842,14 +843,30 @@ const COMMANDS: Command[] = [
       },
     ],
     async run(ctx) {
-      const digests = digestArguments(ctx);
+      // no digest is nothing to do: `dist list -q | xargs dist delete` on an empty store
+      const digests = ctx.args.map((arg) => parseDigest(arg));
+      if (digests.length === 0) return 0;
       const store = await Store.open(ctx.root(), READ_ONLY);
-      // a blob a record uses (a manifest, a layer) would leave that image broken: --force only
+      // a blob a record uses (a manifest, a layer) would leave that image broken: --force only.
+      // Keeping it is what the clear-out pipeline wants, so it is no failure: one line says so.
       const remove = await blobDeleter(store, { force: boolFlag(ctx, "force") });
-      return await forEachReporting(digests, async (digest) => {
-        await remove(digest);
-        out.line(digest);
+      const kept: string[] = [];
+      const code = await forEachReporting(digests, async (digest) => {
+        try {
+          await remove(digest);
+          out.line(digest);
+        } catch (error) {
+          if (!(error instanceof InUseError)) throw error;
+          kept.push(error.message.replace(/^cannot delete /, ""));
+        }
       });
+      if (kept.length) {
+        out.warn(
+          `kept ${kept.length} blob${kept.length === 1 ? "" : "s"} in use (--force deletes ` +
+            `blobs images use anyway): ${kept.join("; ")}`,
+        );
+      }
+      return code;
     },
   },
   {
@@ -894,16 +911,24 @@ const COMMANDS: Command[] = [
       const dryRun = boolFlag(ctx, "dry-run");
       const store = await Store.open(ctx.root());
       const verb = dryRun ? "would remove" : "removed";
+      let blobs: Info[] = [];
+      let ingests: Status[];
       if (!boolFlag(ctx, "ingests")) {
         // blobs no image record reaches, then stale ingests (collectGarbage does both)
-        const result = await collectGarbage(store, { dryRun, ingestsOlderThan: olderThan });
-        for (const info of result.blobs) out.line(`${verb} blob ${info.digest}`);
-        for (const status of result.ingests) out.line(`${verb} ingest ${status.ref}`);
-        return;
+        ({ blobs, ingests } = await collectGarbage(store, { dryRun, ingestsOlderThan: olderThan }));
+        for (const info of blobs) out.line(`${verb} blob ${info.digest}`);
+      } else {
+        // Ingests a writer holds are skipped, whatever their age.
+        ingests = await store.prune({ olderThan, dryRun });
       }
-      // Ingests a writer holds are skipped, whatever their age.
-      const removed = await store.prune({ olderThan, dryRun });
-      for (const status of removed) out.line(`${verb} ingest ${status.ref}`);
+      for (const status of ingests) out.line(`${verb} ingest ${status.ref}`);
+      const count = (n: number, what: string) => `${n} ${what}${n === 1 ? "" : "s"}`;
+      const bytes = blobs.reduce((n, b) => n + b.size, 0) +
+        ingests.reduce((n, s) => n + s.offset, 0);
+      out.log(
+        `dist: ${dryRun ? "would free" : "freed"} ${formatBytes(bytes)}: ` +
+          `${count(blobs.length, "blob")}, ${count(ingests.length, "ingest")}`,
+      );
     },
   },
 

@@ -36,11 +36,15 @@ import {
 
 /** One line of the access log. */
 export interface AccessEntry {
+  /** The request's method. */
   method: string;
+  /** The request's path (no query: upload states and digests stay out of logs). */
   path: string;
+  /** The reply's status. */
   status: number;
   /** Response body bytes, when known from `Content-Length`. */
   bytes: number;
+  /** Milliseconds until the reply's headers. */
   ms: number;
 }
 

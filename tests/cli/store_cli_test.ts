@@ -292,13 +292,14 @@ Deno.test("dist delete refuses a blob an image record uses, unless --force", asy
       absent,
       layer.digest,
     ]);
-    assert.equal(refused.code, 1, "the first failure, the refusal, sets the exit code");
+    assert.equal(refused.code, 3, "the missing blob fails; blobs kept for images do not");
     assert.equal(refused.stdout, `${stray.digest}\n`, "the other digests are still processed");
     assert.equal(
       refused.stderr,
-      `dist: cannot delete ${manifest.digest}: image r/app:v1 uses it (--force deletes it anyway)\n` +
-        `dist: content ${absent} not found\n` +
-        `dist: cannot delete ${layer.digest}: image r/app:v1 uses it (--force deletes it anyway)\n`,
+      `dist: content ${absent} not found\n` +
+        `dist: warning: kept 2 blobs in use (--force deletes blobs images use anyway): ` +
+        `${manifest.digest}: image r/app:v1 uses it (--force deletes it anyway); ` +
+        `${layer.digest}: image r/app:v1 uses it (--force deletes it anyway)\n`,
     );
     assert.deepEqual(
       (await listDigests(root)).sort(),
@@ -403,7 +404,7 @@ Deno.test("store commands: usage errors exit 2 and every command has --help", as
       ["ls", "extra"],
       ["active", "-x"],
       ["path"],
-      ["delete"],
+      ["delete", "sha256:nothex"],
       ["abort"],
       ["prune", "--ingests", "extra"],
       ["prune", "--ingests", "--older-than"],
@@ -529,5 +530,34 @@ Deno.test("a malformed index.json entry gives one line naming the file and the e
         assert.doesNotMatch(result.stderr, /TypeError/);
       }
     }
+  });
+});
+
+Deno.test("dist list -q | xargs dist delete works under set -e: empty store, and images kept", async () => {
+  await withTempDir(async (dir) => {
+    const root = `${dir}/store`;
+    const script = (cmd: string) =>
+      new Deno.Command("bash", {
+        args: ["-c", `set -euo pipefail; ${cmd.replaceAll("$DIST", distCommandLine())}`],
+        env: { ROOT: root },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+    const empty = await script('$DIST list --root "$ROOT" -q | xargs $DIST delete --root "$ROOT"');
+    assert.equal(empty.code, 0, new TextDecoder().decode(empty.stderr));
+    const image = await recordImage(root, "r/app:v1");
+    const stray = await putBlob(root, MediaType.ociLayer, seededBytes(10, 40));
+    const full = await script('$DIST list --root "$ROOT" -q | xargs $DIST delete --root "$ROOT"');
+    const stderr = new TextDecoder().decode(full.stderr);
+    assert.equal(full.code, 0, stderr);
+    assert.equal(new TextDecoder().decode(full.stdout), `${stray.digest}\n`);
+    assert.match(stderr, /kept 3 blobs in use/);
+    assert.deepEqual(
+      (await listDigests(root)).sort(),
+      [image.manifest.digest, image.config.digest, image.layer.digest].sort(),
+    );
+    const prune = await runDist(["prune", "--root", root]);
+    assert.equal(prune.code, 0, prune.stderr);
+    assert.equal(prune.stderr, "dist: freed 0 B: 0 blobs, 0 ingests\n");
   });
 });
