@@ -714,12 +714,14 @@ function digestArguments(ctx: Context): Digest[] {
 async function forEachReporting<T>(
   items: T[],
   action: (item: T) => Promise<void>,
+  signal?: AbortSignal,
 ): Promise<number> {
   let code = 0;
   for (const item of items) {
     try {
       await action(item);
     } catch (error) {
+      if (signal?.aborted) throw error; // Ctrl-C stops them all
       const itemCode = report(error);
       if (code === 0) code = itemCode;
     }
@@ -980,13 +982,15 @@ const COMMANDS: Command[] = [
     flags: [...FETCH_FLAGS, ...REGISTRY_FLAGS],
     run(ctx) {
       expectArgs(ctx, 1);
-      const refs = ctx.args.map(parseReference);
       const options = fetchFlags(ctx);
       return interruptible(RESUMABLE, async (signal) => {
         const store = await Store.open(ctx.root());
         const client = await registryClient(ctx);
         try {
-          for (const ref of refs) {
+          // every reference is tried; each failure gets its line, the first sets the exit code
+          return await forEachReporting(ctx.args, async (arg) => {
+            signal.throwIfAborted();
+            const ref = parseReference(arg);
             const result = await fetchWithProgress(ctx, client, store, ref, { ...options, signal });
             if (boolFlag(ctx, "quiet")) out.json(result.descriptor);
             else if (!boolFlag(ctx, "json")) {
@@ -995,7 +999,7 @@ const COMMANDS: Command[] = [
                   `(${formatBytes(result.downloaded)} downloaded)`,
               );
             }
-          }
+          }, signal);
         } finally {
           client.close();
         }
@@ -1330,6 +1334,7 @@ const COMMANDS: Command[] = [
         const { importArchive } = await import("./content/archives/import.ts");
         const result = await importArchive(store, source, {
           signal,
+          onWarning: (message) => out.warn(message),
           onProgress: json || quiet ? undefined : (e) => {
             const status = e.status === "done" ? "imported" : e.status;
             const text = `blob     ${shortDigest(e.digest)}  ${status} ${formatBytes(e.size)}\n`;
@@ -1565,7 +1570,8 @@ function report(error: unknown, command?: Command): number {
   }
   if (error instanceof Deno.errors.BrokenPipe) {
     if (!command?.streamsData) return 0; // the reader had seen enough: `dist list | head`
-    out.error("stdout closed before all data was written");
+    // a blob or archive cut short fails as any Unix tool killed by SIGPIPE would: silently, 141
+    // (the seed's pipeline closes our stdout on purpose when the content is stored already)
     return 141;
   }
   if (error instanceof Deno.errors.NotCapable) {

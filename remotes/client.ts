@@ -297,7 +297,9 @@ export class RegistryClient {
       action: `resolve ${name}`,
       headers: { accept },
       signal: options.signal,
-      pass: [400, 405, 501],
+      // a HEAD's 404 has no body to say why: the GET below asks again and gets the reason
+      // (e.g. "OCI manifest found, but accept header does not support OCI manifests")
+      pass: [400, 404, 405, 501],
     });
     await head.body?.cancel();
     if (head.ok) {
@@ -578,7 +580,16 @@ export class RegistryClient {
       const status = statusText(reply, errors);
       const options = { status: reply.status, errors };
       if (reply.status === 404) {
-        throw new RegistryNotFoundError(`cannot ${action}: not found (${status})`, options);
+        // the registry's own words when they say more than "unknown": a manifest of a type the
+        // Accept header excludes is there, not missing
+        const telling = errors.some((e) =>
+          e.message && !/unknown|not found|not known/i.test(e.message)
+        );
+        const why = telling ? status.replace(/^404 Not Found: /, "") + " (404)" : "";
+        throw new RegistryNotFoundError(
+          `cannot ${action}: ${why || `not found (${status})`}`,
+          options,
+        );
       }
       if (reply.status === 401 || reply.status === 403) {
         const host = atRegistry ? `registry ${ref.registry}` : `the redirect target`;

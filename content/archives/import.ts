@@ -74,6 +74,8 @@ export interface ImportOptions {
   signal?: AbortSignal;
   /** Called for each blob of the archive: `done` when written to the store, else `exists`. */
   onProgress?: (event: ProgressEvent) => void;
+  /** Receives warnings: a name given to two different images, say. */
+  onWarning?: (message: string) => void;
 }
 
 /** What {@link importArchive} imported. */
@@ -382,7 +384,9 @@ async function imagesOf(
     unnamed: [],
   };
   const known: KnownManifest[] = [];
-  if (index) {
+  // Docker 25.0 wrote `"manifests": null` (fixed later); its manifest.json says it all
+  const nullIndex = docker !== undefined && index !== undefined && nullManifests(index);
+  if (index && !nullIndex) {
     const parsed = parseIndex(index, {
       mediaType: MediaType.ociIndex,
       digest: digestOf(index),
@@ -401,6 +405,12 @@ async function imagesOf(
       const name = recordName(entry);
       if (name === undefined) found.unnamed.push(target);
       else if (!found.named.has(name)) found.named.set(checkedName(name), target);
+      else if (found.named.get(name)!.digest !== target.digest) {
+        options.onWarning?.(
+          `the archive names two images ${name}: kept ${found.named.get(name)!.digest}, ` +
+            `not ${target.digest}`,
+        );
+      }
     }
   }
   if (docker) {
@@ -615,4 +625,13 @@ function checkedName(name: string): string {
     throw new InvalidArgumentError(`invalid image name ${JSON.stringify(name)}`, { cause: error });
   }
   return name;
+}
+
+/** Whether an `index.json` is Docker 25.0's `{"manifests": null}`. */
+function nullManifests(index: Uint8Array): boolean {
+  try {
+    return JSON.parse(new TextDecoder().decode(index))?.manifests === null;
+  } catch {
+    return false;
+  }
 }

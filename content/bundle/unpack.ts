@@ -208,6 +208,10 @@ export async function checkBundle(bundleDir: string): Promise<boolean> {
   if (bundleDir === "") throw new InvalidArgumentError(`invalid bundle directory ""`);
   const dir = bundleDir.replace(/\/+$/, "") || "/";
   const prefix = dir === "/" ? "" : dir;
+  const self = await Deno.stat(dir).catch(() => undefined);
+  if (self && !self.isDirectory) {
+    throw new InvalidArgumentError(`cannot unpack into ${dir}: ${dir} is not a directory`);
+  }
   if (await Deno.lstat(`${prefix}/config.json`).then(() => true, () => false)) {
     throw new AlreadyExistsError(`cannot unpack into ${dir}: ${prefix}/config.json exists`);
   }

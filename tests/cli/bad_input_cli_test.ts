@@ -112,7 +112,7 @@ Deno.test("a missing argument says how many the command wants", async () => {
     const [args, want] of [
       [["import"], "want 1, got 0"],
       [["unpack", "latest"], "want 2, got 1"],
-      [["delete"], "want at least 1, got 0"],
+      [["abort"], "want at least 1, got 0"],
     ] as const
   ) {
     const result = await runDist([...args]);

@@ -91,7 +91,7 @@ Deno.test("dist resolve exit codes: 3 not found, 2 bad reference or flag", async
     assert.equal(missing.code, 3);
     assert.equal(
       missing.stderr,
-      `dist: cannot resolve ${registry.host}/app:nope: not found (404 Not Found)\n`,
+      `dist: cannot resolve ${registry.host}/app:nope: not found (404 Not Found: MANIFEST_UNKNOWN: manifest unknown)\n`,
     );
     const invalid = await runDist(["resolve", `${registry.host}/App`], { env });
     assert.equal(invalid.code, 2);
@@ -255,7 +255,7 @@ Deno.test("dist fetch-object | dist ingest commits nothing when a byte is flippe
   });
 });
 
-Deno.test("dist fetch-object fails with 141 when stdout closes before the end", async () => {
+Deno.test("dist fetch-object fails with 141, silently, when stdout closes before the end", async () => {
   await requireTool("bash");
   await withImage(async ({ dir, registry, image }) => {
     const script = `set -o pipefail; ${distCommandLine()} fetch-object ` +
@@ -265,11 +265,9 @@ Deno.test("dist fetch-object fails with 141 when stdout closes before the end", 
       env: hermetic(dir),
       stderr: "piped",
     }).output();
-    // like `cat` killed by SIGPIPE: under pipefail a cut-short blob is not a success
-    assert.equal(
-      new TextDecoder().decode(result.stderr),
-      "dist: stdout closed before all data was written\n",
-    );
+    // like `cat` killed by SIGPIPE: under pipefail a cut-short blob is not a success, and as
+    // `cat` it says nothing (the seed's pipeline closes the pipe on purpose)
+    assert.equal(new TextDecoder().decode(result.stderr), "");
     assert.equal(result.code, 141);
   });
 });

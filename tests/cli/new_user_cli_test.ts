@@ -1,0 +1,131 @@
+/** What a new user hits: several references at once, refusals before downloads, odd archives. */
+import assert from "node:assert/strict";
+import { runDist } from "../_helpers/cli.ts";
+import { buildLayer, pushImage } from "../_helpers/images.ts";
+import { withRegistry } from "../_helpers/registry.ts";
+import { layerOf, writeImageLayout } from "../_helpers/layout.ts";
+import { writeTar } from "../../content/layers/tar_writer.ts";
+import { withTempDir } from "../_helpers/temp.ts";
+
+const encoder = new TextEncoder();
+
+Deno.test("dist fetch A B C tries every reference and reports each failure", async () => {
+  await withRegistry(async (registry, dir) => {
+    await pushImage(registry.url, "many/app", {
+      layers: [await buildLayer({ "etc/a": "a\n" }, "gzip")],
+      tag: "v1",
+    });
+    const result = await runDist([
+      "fetch",
+      "--root",
+      `${dir}/store`,
+      "-q",
+      `${registry.host}/Bad:Ref`,
+      `${registry.host}/many/missing:v1`,
+      `${registry.host}/many/app:v1`,
+    ]);
+    assert.equal(result.code, 2, "the first failure (a bad reference) sets the exit code");
+    const lines = result.stderr.trim().split("\n");
+    assert.equal(lines.length, 2, result.stderr);
+    assert.match(lines[0], /invalid reference|invalid/);
+    assert.match(lines[1], /many\/missing:v1: not found/);
+    const images = await runDist(["images", "--root", `${dir}/store`, "-q"]);
+    assert.equal(images.stdout, `${registry.host}/many/app:v1\n`, "the good one was fetched");
+  });
+});
+
+Deno.test("fetch-object with a media type the registry will not serve shows the registry's words", async () => {
+  await withRegistry(async (registry, dir) => {
+    await pushImage(registry.url, "types/app", {
+      layers: [await buildLayer({ "etc/a": "a\n" }, "gzip")],
+      tag: "v1",
+    });
+    void dir;
+    const result = await runDist([
+      "fetch-object",
+      `${registry.host}/types/app:v1`,
+      "mediatype:application/vnd.docker.distribution.manifest.v2+json",
+    ]);
+    assert.equal(result.code, 3);
+    assert.match(
+      result.stderr,
+      /MANIFEST_UNKNOWN: OCI manifest found, but accept header does not support OCI manifests/,
+    );
+    assert.doesNotMatch(result.stderr, /not found/);
+  });
+});
+
+Deno.test("dist pull REF FILE refuses before downloading anything (exit 2)", async () => {
+  await withRegistry(async (registry, dir) => {
+    await pushImage(registry.url, "pull/app", {
+      layers: [await buildLayer({ "etc/a": "a\n" }, "gzip")],
+      tag: "v1",
+    });
+    await Deno.writeTextFile(`${dir}/afile`, "not a directory");
+    const result = await runDist([
+      "pull",
+      "--root",
+      `${dir}/store`,
+      `${registry.host}/pull/app:v1`,
+      `${dir}/afile`,
+    ]);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /afile is not a directory/);
+    const blobs = await Deno.readDir(`${dir}/store/blobs/sha256`)[Symbol.asyncIterator]().next()
+      .catch(() => ({ done: true }));
+    assert.equal(blobs.done, true, "nothing was downloaded");
+  });
+});
+
+Deno.test("dist import takes Docker 25's null manifests, and says which of two same-named images it kept", async () => {
+  await withTempDir(async (dir) => {
+    // a docker-archive whose index.json says "manifests": null, as Docker 25.0 wrote
+    const layout = `${dir}/layout`;
+    const layerTar = new Uint8Array(
+      await new Response(writeTar([{ header: { name: "etc/x" }, body: encoder.encode("x\n") }]))
+        .arrayBuffer(),
+    );
+    const image = await writeImageLayout(layout, [layerOf(layerTar, "none")]);
+    const manifest = JSON.parse(
+      await Deno.readTextFile(`${layout}/blobs/sha256/${image.manifest.slice(7)}`),
+    );
+    const docker = [{
+      Config: `blobs/sha256/${manifest.config.digest.slice(7)}`,
+      RepoTags: ["example.com/null/app:v1"],
+      Layers: manifest.layers.map((l: { digest: string }) => `blobs/sha256/${l.digest.slice(7)}`),
+    }];
+    await Deno.writeTextFile(`${layout}/manifest.json`, JSON.stringify(docker));
+    await Deno.writeTextFile(`${layout}/index.json`, '{"schemaVersion":2,"manifests":null}');
+    const tar = await new Deno.Command("tar", {
+      args: ["-cf", `${dir}/null.tar`, "-C", layout, "."],
+    }).output();
+    assert.ok(tar.success);
+    const imported = await runDist(["import", "--root", `${dir}/a`, `${dir}/null.tar`]);
+    assert.equal(imported.code, 0, imported.stderr);
+    assert.match(imported.stdout, /imported example\.com\/null\/app:v1 sha256:/);
+
+    // an OCI layout naming two different manifests the same
+    const twice = `${dir}/twice`;
+    const first = await writeImageLayout(twice, [layerOf(layerTar, "none")], { tag: "same" });
+    const other = new Uint8Array(
+      await new Response(writeTar([{ header: { name: "etc/y" }, body: encoder.encode("y\n") }]))
+        .arrayBuffer(),
+    );
+    const second = await writeImageLayout(`${dir}/second`, [layerOf(other, "none")], {
+      tag: "same",
+    });
+    await new Deno.Command("cp", { args: ["-r", `${dir}/second/blobs/.`, `${twice}/blobs/`] })
+      .output();
+    const index = JSON.parse(await Deno.readTextFile(`${twice}/index.json`));
+    const secondIndex = JSON.parse(await Deno.readTextFile(`${dir}/second/index.json`));
+    index.manifests.push(...secondIndex.manifests);
+    await Deno.writeTextFile(`${twice}/index.json`, JSON.stringify(index));
+    await new Deno.Command("tar", { args: ["-cf", `${dir}/twice.tar`, "-C", twice, "."] }).output();
+    const warned = await runDist(["import", "--root", `${dir}/b`, `${dir}/twice.tar`]);
+    assert.equal(warned.code, 0, warned.stderr);
+    assert.match(
+      warned.stderr,
+      new RegExp(`names two images same: kept ${first.manifest}, not ${second.manifest}`),
+    );
+  });
+});
