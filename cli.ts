@@ -30,6 +30,7 @@ import { findImage, Images } from "./content/images/records.ts";
 import { parsePlatform } from "./content/platform.ts";
 import { Store } from "./content/store/store.ts";
 import { writeBlob } from "./content/store/write_blob.ts";
+import { expandDigest, isShortDigest } from "./content/store/short_digest.ts";
 import { type Digest, parseDigest } from "./content/digest.ts";
 import { checkBundle, unpackImage } from "./content/bundle/unpack.ts";
 import { fileStream, openFileStream, writeFileAtomic } from "./content/internal/mod.ts";
@@ -702,9 +703,14 @@ function* stdinChunks(): Generator<Uint8Array> {
 const READ_ONLY = { create: false };
 
 /** Validates every argument as a digest before anything touches the store. */
-function digestArguments(ctx: Context): Digest[] {
-  expectArgs(ctx, 1);
-  return ctx.args.map((arg) => parseDigest(arg));
+/** The digests the arguments name, short ones (`sha256:4b1c0ad7e2f3`) expanded in `store`. */
+async function digestArguments(ctx: Context, store: Store, min = 1): Promise<Digest[]> {
+  expectArgs(ctx, min);
+  const digests: Digest[] = [];
+  for (const arg of ctx.args) {
+    digests.push(isShortDigest(arg) ? await expandDigest(store, arg) : parseDigest(arg));
+  }
+  return digests;
 }
 
 /**
@@ -823,8 +829,9 @@ const COMMANDS: Command[] = [
     summary: "print the file path of committed blobs (DIGEST PATH)",
     flags: [{ name: "quiet", short: "q", type: "boolean", description: "print paths only" }],
     async run(ctx) {
-      const digests = digestArguments(ctx);
+      expectArgs(ctx, 1);
       const store = await Store.open(ctx.root(), READ_ONLY);
+      const digests = await digestArguments(ctx, store);
       return await forEachReporting(digests, async (digest) => {
         await store.info(digest); // not found: exit 3
         const path = store.blobPath(digest);
@@ -846,9 +853,9 @@ const COMMANDS: Command[] = [
     ],
     async run(ctx) {
       // no digest is nothing to do: `dist list -q | xargs dist delete` on an empty store
-      const digests = ctx.args.map((arg) => parseDigest(arg));
-      if (digests.length === 0) return 0;
+      if (ctx.args.length === 0) return 0;
       const store = await Store.open(ctx.root(), READ_ONLY);
+      const digests = await digestArguments(ctx, store);
       // a blob a record uses (a manifest, a layer) would leave that image broken: --force only.
       // Keeping it is what the clear-out pipeline wants, so it is no failure: one line says so.
       const remove = await blobDeleter(store, { force: boolFlag(ctx, "force") });

@@ -30,6 +30,7 @@ import { type Descriptor, MediaType } from "../descriptor.ts";
 import { isDigest, parseDigest } from "../digest.ts";
 import { CorruptContentError, InvalidArgumentError, NotFoundError } from "../errors.ts";
 import { checkDescriptor, storedDescriptor } from "./graph.ts";
+import { expandDigest, isShortDigest } from "../store/short_digest.ts";
 import type { Store } from "../store/store.ts";
 import { writeFileAtomic } from "../internal/file_stream.ts";
 // Reference parsing is pure (no network): record names are image references.
@@ -104,7 +105,7 @@ export class Images {
       // not a reference: only a record of exactly that name (another tool's) could match
     }
     const found = records.find((r) => r.name === normalized);
-    if (!found) throw notFound(name);
+    if (!found) throw notFound(name, records);
     return found;
   }
 
@@ -230,6 +231,7 @@ export interface FoundImage {
  * {@link NotFoundError}, or {@link InvalidArgumentError} for a malformed digest.
  */
 export async function findImage(store: Store, name: string): Promise<FoundImage> {
+  if (isShortDigest(name)) name = await expandDigest(store, name);
   if (isDigest(name)) return { target: await storedDescriptor(store, name) };
   try {
     return await new Images(store.root).find(name);
@@ -240,8 +242,15 @@ export async function findImage(store: Store, name: string): Promise<FoundImage>
   }
 }
 
-function notFound(name: string): NotFoundError {
-  return new NotFoundError(`image ${NAME.test(name) ? name : JSON.stringify(name)} not found`);
+/**
+ * Image `name` not found, with the records it may have meant: `bench/zstd:v1` with the registry
+ * forgotten hints at `127.0.0.1:5000/bench/zstd:v1`.
+ */
+function notFound(name: string, records: ImageRecord[] = []): NotFoundError {
+  const shown = NAME.test(name) ? name : JSON.stringify(name);
+  const close = records.map((r) => r.name).filter((n) => n.endsWith(`/${name}`)).sort();
+  const hint = close.length ? ` (did you mean ${close.slice(0, 3).join(" or ")}?)` : "";
+  return new NotFoundError(`image ${shown} not found${hint}`);
 }
 
 /** The `index.json` entry of a record; {@link InvalidArgumentError} for a bad name or digest. */

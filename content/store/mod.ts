@@ -8,3 +8,4 @@ export * from "./capabilities.ts";
 export * from "./store.ts";
 export * from "./write_blob.ts";
 export * from "./root.ts";
+export * from "./short_digest.ts";

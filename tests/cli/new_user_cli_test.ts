@@ -129,3 +129,59 @@ Deno.test("dist import takes Docker 25's null manifests, and says which of two s
     );
   });
 });
+
+Deno.test("short digests work wherever a digest does; an ambiguous one lists the candidates; a name without its registry gets a hint", async () => {
+  await withRegistry(async (registry, dir) => {
+    const image = await pushImage(registry.url, "short/app", {
+      layers: [await buildLayer({ "etc/a": "a\n" }, "gzip")],
+      tag: "v1",
+    });
+    const root = `${dir}/store`;
+    assert.equal(
+      (await runDist(["fetch", "--root", root, "-q", `${registry.host}/short/app:v1`])).code,
+      0,
+    );
+    const listed = await runDist(["images", "--root", root]);
+    const short = /sha256:[0-9a-f]{12}/.exec(listed.stdout)![0];
+    assert.ok(image.manifest.digest.startsWith(short));
+    const unpacked = await runDist(["unpack", "--root", root, short, `${dir}/bundle`]);
+    assert.equal(unpacked.code, 0, unpacked.stderr);
+    const path = await runDist(["path", "--root", root, "-q", image.layers[0].digest.slice(0, 19)]);
+    assert.equal(path.code, 0, path.stderr);
+    assert.ok(path.stdout.trim().endsWith(image.layers[0].digest.slice(7)));
+    // blobs until two share their first hex digit, then that digit is ambiguous
+    const firsts = new Map<string, string[]>();
+    for (let i = 0;; i++) {
+      const listing = await runDist(["list", "--root", root, "-q"]);
+      firsts.clear();
+      for (const digest of listing.stdout.trim().split("\n")) {
+        const key = digest.slice(0, 8);
+        firsts.set(key, [...(firsts.get(key) ?? []), digest]);
+      }
+      if ([...firsts.values()].some((d) => d.length > 1)) break;
+      const bytes = `blob ${i}\n`;
+      await runDist([
+        "ingest",
+        "--root",
+        root,
+        "--expected-digest",
+        await sha256(bytes),
+        "--expected-size",
+        String(bytes.length),
+        `extra-${i}`,
+      ], { stdin: bytes });
+    }
+    const [prefix, candidates] = [...firsts].find(([, d]) => d.length > 1)!;
+    const ambiguous = await runDist(["path", "--root", root, prefix]);
+    assert.equal(ambiguous.code, 2, ambiguous.stderr);
+    for (const digest of candidates) assert.ok(ambiguous.stderr.includes(digest), ambiguous.stderr);
+    const hinted = await runDist(["unpack", "--root", root, "short/app:v1", `${dir}/other`]);
+    assert.equal(hinted.code, 3);
+    assert.match(hinted.stderr, new RegExp(`did you mean ${registry.host}/short/app:v1\\?`));
+  });
+});
+
+async function sha256(text: string): Promise<string> {
+  const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(text)));
+  return "sha256:" + [...hash].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
