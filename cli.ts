@@ -33,7 +33,13 @@ import { writeBlob } from "./content/store/write_blob.ts";
 import { expandDigest, isShortDigest } from "./content/store/short_digest.ts";
 import { type Digest, parseDigest } from "./content/digest.ts";
 import { checkBundle, unpackImage } from "./content/bundle/unpack.ts";
-import { fileStream, openFileStream, writeFileAtomic } from "./content/internal/mod.ts";
+import {
+  envIsSet,
+  fileStream,
+  openFileStream,
+  readEnv,
+  writeFileAtomic,
+} from "./content/internal/mod.ts";
 import {
   DEFAULT_MAX_CONCURRENT_DOWNLOADS,
   fetchImage,
@@ -1548,11 +1554,10 @@ Exit codes: 0 success, 1 failure, 2 usage error, 3 not found, 4 authentication r
 function storeRoot(flag: string | undefined): string {
   if (flag === "") throw new UsageError('invalid --root ""');
   if (flag !== undefined) return flag;
-  let env: string | undefined;
-  try {
-    env = Deno.env.get("DIST_ROOT");
-  } catch { /* no --allow-env for it: defaultRoot() treats it as unset */ }
-  if (env === "") throw new UsageError('invalid DIST_ROOT ""');
+  // set but empty: refused (readEnv reads "" as unset, and never prompts)
+  if (envIsSet("DIST_ROOT") && readEnv("DIST_ROOT") === undefined) {
+    throw new UsageError('invalid DIST_ROOT ""');
+  }
   return defaultRoot();
 }
 

@@ -1,10 +1,35 @@
-/** Environment variables, read without ever failing on a missing permission. */
+/**
+ * What the process may learn about its environment, asked without ever prompting: with scoped
+ * permissions, Deno prompts on a terminal for anything outside them, and dist must never stop
+ * at a prompt. Every permission is queried first; what is not granted reads as unknown.
+ */
 
-/** Reads an environment variable; returns undefined when unset or when env access is denied. */
-export function readEnv(name: string): string | undefined {
+/** Whether `descriptor` is granted, asked without a prompt. */
+function granted(descriptor: Deno.PermissionDescriptor): boolean {
   try {
-    return Deno.env.get(name) || undefined;
+    return Deno.permissions.querySync(descriptor).state === "granted";
   } catch {
-    return undefined; // no --allow-env for this name: behave as if unset
+    return false;
   }
+}
+
+/** Reads an environment variable; undefined when unset, or when not permitted (never a prompt). */
+export function readEnv(name: string): string | undefined {
+  if (!granted({ name: "env", variable: name })) return undefined;
+  return Deno.env.get(name) || undefined;
+}
+
+/** Whether an environment variable is set at all (to an empty string, say). */
+export function envIsSet(name: string): boolean {
+  return granted({ name: "env", variable: name }) && Deno.env.get(name) !== undefined;
+}
+
+/** The process's user and group ids, or undefined without `--allow-sys=uid,gid` (never a prompt). */
+export function processIds(): { uid: number; gid: number } | undefined {
+  if (!granted({ name: "sys", kind: "uid" }) || !granted({ name: "sys", kind: "gid" })) {
+    return undefined;
+  }
+  const uid = Deno.uid();
+  const gid = Deno.gid();
+  return uid === null || gid === null ? undefined : { uid, gid };
 }

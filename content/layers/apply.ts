@@ -42,6 +42,7 @@ import { readTar, type TarEntry, type TarHeader } from "./tar_reader.ts";
 import { DistError, InvalidArgumentError, UnsafeEntryError, UnsupportedError } from "../errors.ts";
 import { errnoName, S_IFBLK, S_IFCHR, S_IFIFO, syscalls } from "./_syscalls.ts";
 import { openUp } from "../internal/remove.ts";
+import { processIds } from "../internal/env.ts";
 
 /** Options for {@link applyLayer}. */
 export interface ApplyLayerOptions {
@@ -111,7 +112,6 @@ class LayerApplier {
   readonly #privileged: boolean;
   readonly #uid: number;
   readonly #gid: number;
-  readonly #umask: number;
   /** Relative paths known to be real directories (not symlinks) inside the rootfs; "" is root. */
   readonly #dirs = new Set<string>([""]);
   /** Paths this layer created, which its own whiteouts must leave alone. */
@@ -127,12 +127,13 @@ class LayerApplier {
     this.#nodeCalls = node;
     const onWarning = options.onWarning;
     this.#warn = (message) => onWarning?.(message);
-    this.#uid = Deno.uid() ?? 0;
-    this.#gid = Deno.gid() ?? 0;
+    // unknown ids (no --allow-sys=uid,gid) count as an unprivileged user
+    const ids = processIds() ?? { uid: -1, gid: -1 };
+    this.#uid = ids.uid;
+    this.#gid = ids.gid;
     this.#privileged = this.#uid === 0;
     this.#sameOwner = options.sameOwner ?? this.#privileged;
     this.#xattrs = options.xattrs ?? true;
-    this.#umask = node.umask();
   }
 
   /** Warns once per key and layer. */
@@ -416,9 +417,10 @@ class LayerApplier {
         }
         written += piece.length;
       }
-      const chowned = this.#chown(header, abs, false);
-      // open() applied the umask; special bits and chown (which clears them) need a chmod.
-      if (chowned || (mode & 0o7000) !== 0 || (mode & this.#umask) !== 0) Deno.chmodSync(abs, mode);
+      this.#chown(header, abs, false);
+      // open() applied the umask, chown cleared special bits: the mode is set as it is (the
+      // umask is not asked, as that prompts on a terminal)
+      Deno.chmodSync(abs, mode);
       this.#setXattrs(header, abs);
       file.utimeSync(header.atime ?? header.mtime, header.mtime);
     } finally {
@@ -603,26 +605,14 @@ class LayerApplier {
   }
 }
 
-/** What unpacking needs from node: symlink-safe chown and utimes, and the umask. */
+/** What unpacking needs from node: symlink-safe chown and utimes. */
 interface NodeCalls {
   lchownSync(path: string, uid: number, gid: number): void;
   lutimesSync(path: string, atime: number, mtime: number): void;
-  /** The process umask; without `--allow-sys=umask`, all bits, so every mode is set explicitly. */
-  umask(): number;
 }
 
 /** Loads {@link NodeCalls} when unpacking, as importing them at the top would add ≈ 5 ms to every command. */
 async function nodeCalls(): Promise<NodeCalls> {
-  const [{ lchownSync, lutimesSync }, { default: process }] = await Promise.all([
-    import("node:fs"),
-    import("node:process"),
-  ]);
-  const umask = () => {
-    try {
-      return process.umask();
-    } catch {
-      return 0o777;
-    }
-  };
-  return { lchownSync, lutimesSync, umask };
+  const { lchownSync, lutimesSync } = await import("node:fs");
+  return { lchownSync, lutimesSync };
 }

@@ -3,20 +3,32 @@
  * single-file bundle, and the compiled binary (when a Deno runtime for `deno compile` exists).
  */
 import assert from "node:assert/strict";
-import { buildLayer, pushImage } from "../_helpers/images.ts";
+import { pushImage } from "../_helpers/images.ts";
+import { layerOf } from "../_helpers/layout.ts";
+import { type TarWriteEntry, writeTar } from "../../content/layers/tar_writer.ts";
 import { type Registry, startRegistry } from "../_helpers/registry.ts";
 import { withTempDir } from "../_helpers/temp.ts";
 
 const PROJECT = new URL("../../", import.meta.url).pathname;
+const text = (s: string) => new TextEncoder().encode(s);
 const DENO = Deno.execPath();
 
 /** Starts a registry holding `app:latest`, a one-layer image with a runtime config. */
 async function withAppImage(fn: (registry: Registry) => Promise<void>): Promise<void> {
   const registry = await startRegistry();
   try {
-    const layer = await buildLayer({
-      "bin/hello": { content: "#!/bin/sh\necho hi\n", mode: 0o755 },
-    });
+    // a real rootfs has symlinks, hardlinks, setuid files and (as root) device nodes
+    const entries: TarWriteEntry[] = [
+      { header: { name: "bin/", type: "directory" } },
+      { header: { name: "bin/hello", mode: 0o755 }, body: text("#!/bin/sh\necho hi\n") },
+      { header: { name: "bin/hi", type: "symlink", linkname: "hello" } },
+      { header: { name: "bin/hello-again", type: "link", linkname: "bin/hello" } },
+      { header: { name: "bin/su", mode: 0o4755 }, body: text("setuid\n") },
+      { header: { name: "dev/", type: "directory" } },
+      { header: { name: "dev/null", type: "char-device", devmajor: 1, devminor: 3, mode: 0o666 } },
+    ];
+    const tar = new Uint8Array(await new Response(writeTar(entries)).arrayBuffer());
+    const layer = layerOf(tar, "gzip");
     await pushImage(registry.url, "app", {
       layers: [layer],
       tag: "latest",
@@ -85,10 +97,40 @@ Deno.test("fetch and pull work under exactly the README's least-privilege flags"
       const config = JSON.parse(await Deno.readTextFile(`${home}/app/config.json`));
       assert.deepEqual(config.process.args, ["/bin/hello"]);
       assert.ok(config.process.env.includes("GREETING=hi"));
-      assert.equal(await Deno.readTextFile(`${home}/app/rootfs/bin/hello`), "#!/bin/sh\necho hi\n");
+      const rootfs = `${home}/app/rootfs`;
+      assert.equal(await Deno.readTextFile(`${rootfs}/bin/hello`), "#!/bin/sh\necho hi\n");
+      assert.equal(await Deno.readLink(`${rootfs}/bin/hi`), "hello");
+      assert.equal(
+        (await Deno.lstat(`${rootfs}/bin/hello-again`)).ino,
+        (await Deno.lstat(`${rootfs}/bin/hello`)).ino,
+      );
+      assert.equal((await Deno.stat(`${rootfs}/bin/su`)).mode! & 0o7777, 0o4755);
+      if (Deno.uid() === 0) {
+        const device = await Deno.lstat(`${rootfs}/dev/null`);
+        assert.ok(device.isCharDevice, "the device node was made");
+      }
       // the store went where the README says, and nothing else was needed
       const images = await Deno.readTextFile(`${home}/.local/share/dist/index.json`);
       assert.match(images, new RegExp(`${registry.host}/app:latest`));
+    })
+  );
+});
+
+Deno.test("under a terminal, the README's pull asks for no permission", async () => {
+  await withAppImage((registry) =>
+    withTempDir(async (home) => {
+      const readme = await readmeCommands(registry.host, `${PROJECT}cli.ts`);
+      // script(1) gives the commands a terminal, where Deno would prompt for anything not granted
+      const quoted = (s: string) => `'${s.replaceAll("'", `'"'"'`)}'`;
+      const inTerminal = (cmd: string) =>
+        `script -qec ${quoted(`${readme.preamble}\n${cmd}`)} /dev/null`;
+      const result = await sh(`set -e\n${inTerminal(readme.fetch)}\n${inTerminal(readme.pull)}`, {
+        cwd: home,
+        env: { HOME: home },
+      });
+      assert.equal(result.code, 0, result.stdout + result.stderr);
+      assert.doesNotMatch(result.stdout + result.stderr, /requests|Allow\?|⚠️/);
+      assert.ok((await Deno.stat(`${home}/app/config.json`)).isFile);
     })
   );
 });
