@@ -228,3 +228,45 @@ Deno.test({
     );
   },
 });
+
+Deno.test("the README's put-dist-on-PATH recipe works as written in an empty home", async () => {
+  const readme = await Deno.readTextFile(`${PROJECT}README.md`);
+  const match = /<!-- path-recipe:start -->\s*```sh\n([\s\S]*?)```\s*<!-- path-recipe:end -->/.exec(
+    readme,
+  );
+  assert.ok(match, "README.md has no path-recipe block");
+  await withAppImage((registry) =>
+    withTempDir(async (home) => {
+      // a PATH without deno: only what a fresh machine has (node, npx, coreutils)
+      const node = new TextDecoder().decode(
+        (await new Deno.Command("sh", { args: ["-c", "command -v npx"], stdout: "piped" }).output())
+          .stdout,
+      ).trim();
+      assert.ok(node, "npx is on the PATH");
+      const path = `${
+        node.slice(0, node.lastIndexOf("/"))
+      }:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin`;
+      const script =
+        `set -e\ncd '${PROJECT}'\n${match[1]}\ndist fetch -q ${registry.host}/app:latest\n` +
+        `rm -f '${PROJECT}dist.js'`;
+      const result = await new Deno.Command("sh", {
+        args: ["-c", script],
+        clearEnv: true,
+        // the caches of the real home (npm's, Deno's): the recipe downloads nothing twice
+        env: {
+          HOME: home,
+          PATH: path,
+          NO_COLOR: "1",
+          npm_config_cache: `${Deno.env.get("HOME")}/.npm`,
+          DENO_DIR: Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno`,
+        },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const out = new TextDecoder().decode(result.stdout) + new TextDecoder().decode(result.stderr);
+      assert.equal(result.code, 0, out);
+      assert.match(out, /Usage: dist COMMAND/);
+      assert.ok(await Deno.stat(`${home}/.local/share/dist/index.json`));
+    })
+  );
+});
