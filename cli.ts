@@ -9,6 +9,7 @@
  */
 import { CorruptContentError, DistError, InUseError } from "./content/errors.ts";
 import type { Info, Status } from "./content/store/capabilities.ts";
+import type { RuntimeOptions } from "./content/bundle/runtime_spec.ts";
 import type { ProgressEvent } from "./content/images/copy.ts";
 import type { Mirror } from "./remotes/mirrors.ts";
 import type { ArchiveFormat } from "./content/archives/export.ts";
@@ -37,6 +38,7 @@ import {
   envIsSet,
   fileStream,
   openFileStream,
+  processIds,
   readEnv,
   writeFileAtomic,
 } from "./content/internal/mod.ts";
@@ -416,13 +418,48 @@ const UNPACK_LIMIT_FLAG: FlagSpec = {
     "stop when the layers unpack to more than SIZE (bytes, or 500M, 20G; default: no limit)",
 };
 
+/** How the bundle runs (see `RuntimeOptions`): the flags of `pull` and `unpack`. */
+const BUNDLE_FLAGS: FlagSpec[] = [
+  UNPACK_LIMIT_FLAG,
+  {
+    name: "rootless",
+    type: "boolean",
+    description:
+      "a bundle for an unprivileged runtime, as runc spec --rootless (default when not root; --rootless=false to turn off)",
+  },
+  { name: "read-only", type: "boolean", description: "mount the root filesystem read-only" },
+  { name: "terminal", type: "boolean", description: "give the process a terminal" },
+  {
+    name: "hostname",
+    type: "string",
+    value: "NAME",
+    description: "the container's hostname (default dist)",
+  },
+];
+
+/** The runtime options {@link BUNDLE_FLAGS} ask for. */
+function runtimeFlags(ctx: Context): RuntimeOptions {
+  const ids = processIds();
+  const asked = ctx.flags["rootless"];
+  const rootless = asked === undefined ? ids !== undefined && ids.uid !== 0 : asked === true;
+  if (rootless && !ids) {
+    throw new UsageError("--rootless needs --allow-sys=uid,gid to map your ids");
+  }
+  return {
+    rootless: rootless ? ids : undefined,
+    readOnly: boolFlag(ctx, "read-only"),
+    terminal: boolFlag(ctx, "terminal"),
+    hostname: stringFlag(ctx, "hostname"),
+  };
+}
+
 const PULL_FLAGS: FlagSpec[] = [
   ...FETCH_FLAGS.filter((f) => f.name !== "all-platforms").map((f) =>
     f.name === "platform"
       ? { ...f, multiple: false, description: "platform to pull (default: this machine's)" }
       : f
   ),
-  UNPACK_LIMIT_FLAG,
+  ...BUNDLE_FLAGS,
 ];
 
 /** `--max-unpacked-size`: bytes, or a number with K, M, G or T (powers of 1024). */
@@ -632,6 +669,7 @@ async function unpackWithProgress(
   await unpackImage(store, manifest.digest, dir, {
     signal,
     maxUnpackedSize: sizeFlag(ctx, "max-unpacked-size"),
+    runtime: runtimeFlags(ctx),
     onWarning: (message) => out.warn(message),
     onProgress: (e) => {
       if (json) out.json(e);
@@ -1031,6 +1069,7 @@ const COMMANDS: Command[] = [
       const options = fetchFlags(ctx);
       const platform = options.platforms![0];
       sizeFlag(ctx, "max-unpacked-size"); // a bad value is a usage error before the download
+      runtimeFlags(ctx);
       let unpacking = false; // what an interruption leaves depends on the phase it stops
       const stopped = () => unpacking ? "unpack interrupted" : RESUMABLE;
       return interruptible(stopped, async (signal) => {
@@ -1062,7 +1101,7 @@ const COMMANDS: Command[] = [
         value: "OS/ARCH[/VARIANT]",
         description: "platform of a multi-platform image (default: this machine's)",
       },
-      UNPACK_LIMIT_FLAG,
+      ...BUNDLE_FLAGS,
       { name: "json", type: "boolean", description: "print progress events as JSON, one a line" },
       { name: "quiet", short: "q", type: "boolean", description: "print nothing on success" },
     ],
@@ -1070,6 +1109,7 @@ const COMMANDS: Command[] = [
       expectArgs(ctx, 2, 2);
       const [name, dir] = ctx.args;
       sizeFlag(ctx, "max-unpacked-size"); // a bad value is a usage error before anything runs
+      runtimeFlags(ctx);
       const platformFlag = stringFlag(ctx, "platform");
       const platform = platformFlag ? parsePlatform(platformFlag) : undefined;
       return interruptible("unpack interrupted", async (signal) => {

@@ -86,11 +86,41 @@ export interface RuntimeSpec {
   annotations: Record<string, string>;
   /** Linux-specific settings. */
   linux: {
-    resources: { devices: { allow: boolean; access: string }[] };
+    /** Absent for rootless bundles: no cgroup is assumed. */
+    resources?: { devices: { allow: boolean; access: string }[] };
+    /** Rootless bundles: the user namespace's mappings of the container's root to the user. */
+    uidMappings?: IdMapping[];
+    gidMappings?: IdMapping[];
     namespaces: { type: string }[];
     maskedPaths: string[];
     readonlyPaths: string[];
   };
+}
+
+/** One range of a user namespace's id mapping. */
+export interface IdMapping {
+  /** The first id inside the container. */
+  containerID: number;
+  /** The first id on the host it maps to. */
+  hostID: number;
+  /** How many ids. */
+  size: number;
+}
+
+/** How the bundle is to run, beyond what the image says. */
+export interface RuntimeOptions {
+  /**
+   * A bundle for an unprivileged runtime (`runc --rootless`): a user namespace mapping the
+   * container's root to this host user and group, no network namespace, `/sys` bound from the
+   * host, no cgroup resources, and the process run as the container's root.
+   */
+  rootless?: { uid: number; gid: number };
+  /** Mount the root filesystem read-only (`root.readonly`). */
+  readOnly?: boolean;
+  /** Give the process a terminal (`process.terminal`). */
+  terminal?: boolean;
+  /** The container's hostname (default `dist`). */
+  hostname?: string;
 }
 
 /** The `PATH` a container gets when its image sets none (the one runc and Docker use). */
@@ -101,7 +131,11 @@ export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
  * resolve user and group names). Throws {@link NotFoundError} for a user or group name the
  * rootfs does not know, {@link InvalidArgumentError} for a malformed `User`.
  */
-export async function runtimeSpec(image: ImageConfig, rootfs: string): Promise<RuntimeSpec> {
+export async function runtimeSpec(
+  image: ImageConfig,
+  rootfs: string,
+  options: RuntimeOptions = {},
+): Promise<RuntimeSpec> {
   const config = image.config ?? {};
   const user = await resolveUser(config.User ?? "", rootfs);
   const env = [...(config.Env ?? [])];
@@ -124,7 +158,7 @@ export async function runtimeSpec(image: ImageConfig, rootfs: string): Promise<R
   const capabilities = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
   const processUser: RuntimeSpec["process"]["user"] = { uid: user.uid, gid: user.gid };
   if (user.additionalGids.length > 0) processUser.additionalGids = user.additionalGids;
-  return {
+  const spec: RuntimeSpec = {
     ociVersion: "1.0.2",
     process: {
       terminal: false,
@@ -212,16 +246,56 @@ export async function runtimeSpec(image: ImageConfig, rootfs: string): Promise<R
       ],
     },
   };
+  if (options.readOnly) spec.root.readonly = true;
+  if (options.terminal) spec.process.terminal = true;
+  if (options.hostname !== undefined) spec.hostname = options.hostname;
+  if (options.rootless) makeRootless(spec, options.rootless);
+  return spec;
+}
+
+/** Reshapes `spec` as `runc spec --rootless` does (see {@link RuntimeOptions.rootless}). */
+function makeRootless(spec: RuntimeSpec, host: { uid: number; gid: number }): void {
+  spec.linux.uidMappings = [{ containerID: 0, hostID: host.uid, size: 1 }];
+  spec.linux.gidMappings = [{ containerID: 0, hostID: host.gid, size: 1 }];
+  // one id is mapped: the process is the container's root, which is the user on the host
+  spec.process.user = { uid: 0, gid: 0 };
+  spec.linux.namespaces = [
+    ...spec.linux.namespaces.filter((n) => n.type !== "network"),
+    { type: "user" },
+  ];
+  delete spec.linux.resources;
+  spec.mounts = spec.mounts.map((m) => {
+    if (m.destination === "/sys") {
+      return {
+        ...m,
+        type: "none",
+        source: "/sys",
+        options: ["rbind", "nosuid", "noexec", "nodev", "ro"],
+      };
+    }
+    // gid 5 (tty) is not mapped inside the namespace
+    if (m.destination === "/dev/pts") {
+      return {
+        ...m,
+        options: m.options?.filter((o) => o !== "gid=5"),
+      };
+    }
+    return m;
+  });
 }
 
 /**
  * Writes `bundleDir/config.json` for `image`, whose rootfs is `bundleDir/rootfs`, atomically
  * (a flushed temporary file, then a rename). Returns the file's path.
  */
-export async function writeRuntimeConfig(bundleDir: string, image: ImageConfig): Promise<string> {
+export async function writeRuntimeConfig(
+  bundleDir: string,
+  image: ImageConfig,
+  options: RuntimeOptions = {},
+): Promise<string> {
   if (bundleDir === "") throw new InvalidArgumentError(`invalid bundle directory ""`);
   const dir = bundleDir.replace(/\/+$/, "");
-  const spec = await runtimeSpec(image, `${dir}/rootfs`);
+  const spec = await runtimeSpec(image, `${dir}/rootfs`, options);
   const path = `${dir}/config.json`;
   await writeFileAtomic(path, JSON.stringify(spec, null, 2) + "\n");
   return path;

@@ -26,7 +26,7 @@ import { applyLayer, type ApplyLayerOptions } from "../layers/apply.ts";
 import { decompress } from "../layers/decompress.ts";
 import type { Provider } from "../store/capabilities.ts";
 import { VerifyStream } from "../verify.ts";
-import { type ImageConfig, writeRuntimeConfig } from "./runtime_spec.ts";
+import { type ImageConfig, type RuntimeOptions, writeRuntimeConfig } from "./runtime_spec.ts";
 
 /** Options for {@link unpackImage}. */
 export interface UnpackImageOptions extends ApplyLayerOptions {
@@ -40,6 +40,8 @@ export interface UnpackImageOptions extends ApplyLayerOptions {
    * that inflates without end (a gzip bomb) stops there.
    */
   maxUnpackedSize?: number;
+  /** How the bundle is to run: rootless, read-only, with a terminal, a hostname. */
+  runtime?: RuntimeOptions;
 }
 
 /** What {@link unpackImage} produced. */
@@ -158,7 +160,7 @@ export async function unpackImage(
       await Deno.rename(partial, rootfs);
       renamed = true;
     }
-    const configPath = await writeRuntimeConfig(dir, config);
+    const configPath = await writeRuntimeConfig(dir, config, options.runtime);
     return { rootfs, config: configPath, manifest, layers: layers.length };
   } catch (error) {
     // back to what was there: an empty rootfs, or none
