@@ -319,7 +319,9 @@ class CopyJob {
         // transfer updates repeat at most every PROGRESS_INTERVAL_MS, apart from the first
         const now = Date.now();
         const moving = update.status === "downloading" || update.status === "uploading";
-        if (moving && update.offset !== 0 && update.offset !== node.descriptor.size) {
+        // the last update of a stopped copy always goes out: it is what `dist active` shows
+        const final = this.#signal.aborted;
+        if (moving && !final && update.offset !== 0 && update.offset !== node.descriptor.size) {
           if (now - last < PROGRESS_INTERVAL_MS) return;
         }
         last = now;
@@ -636,6 +638,7 @@ export class StoreTarget implements CopyTarget {
       }
     } catch (error) {
       await chunks.cancel(error);
+      context.report({ status: "downloading", offset, resumedFrom }); // where it stopped
       throw error;
     } finally {
       chunks.release();

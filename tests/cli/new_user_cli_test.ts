@@ -185,3 +185,37 @@ async function sha256(text: string): Promise<string> {
   const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(text)));
   return "sha256:" + [...hash].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
+
+Deno.test("the last progress of a fetch stopped by Ctrl-C is what dist active shows", async () => {
+  await withRegistry(async (registry, dir) => {
+    const { compressLayer } = await import("../_helpers/images.ts");
+    const { randomBytes } = await import("../_helpers/bytes.ts");
+    const { startFaultProxy } = await import("../_helpers/fault_proxy.ts");
+    const { spawnDist } = await import("../_helpers/cli.ts");
+    const image = await pushImage(registry.url, "slow/app", {
+      layers: [compressLayer(randomBytes(8 << 20), "none")],
+      tag: "v1",
+    });
+    const proxy = await startFaultProxy(registry.url, { bytesPerSecond: 4 << 20 });
+    const root = `${dir}/store`;
+    try {
+      const child = spawnDist(["fetch", "--root", root, "--json", `${proxy.host}/slow/app:v1`]);
+      await child.stdin.close();
+      await new Promise((resolve) => setTimeout(resolve, 1200));
+      child.kill("SIGINT");
+      const { code, stdout } = await child.output();
+      assert.equal(code, 130);
+      const layer = image.layers[0].digest;
+      const events = new TextDecoder().decode(stdout).trim().split("\n").map((l) => JSON.parse(l))
+        .filter((e) => e.digest === layer && e.status === "downloading");
+      const last = events.at(-1);
+      assert.ok(last && last.offset > 0 && last.offset < 8 << 20, JSON.stringify(last));
+      const active = await runDist(["active", "--root", root, "--json"]);
+      const ingest = active.stdout.trim().split("\n").map((l) => JSON.parse(l))
+        .find((s) => s.ref === `layer-${layer}`);
+      assert.equal(ingest?.offset, last.offset);
+    } finally {
+      await proxy.stop();
+    }
+  });
+});
