@@ -161,13 +161,18 @@ async function uploadOffset(ctx: ServeContext, id: string): Promise<number> {
 
 async function openUpload(ctx: ServeContext, id: string): Promise<Writer> {
   await uploadOffset(ctx, id);
+  const writer = await openWriter(ctx, uploadRef(id));
+  fresh.delete(id);
+  return writer;
+}
+
+/** The writer of the ingest `ref`; a 409 while another request writes it. */
+async function openWriter(ctx: ServeContext, ref: string): Promise<Writer> {
   try {
-    const writer = await ctx.store.writer(uploadRef(id));
-    fresh.delete(id);
-    return writer;
+    return await ctx.store.writer(ref);
   } catch (error) {
     if (error instanceof LockedError) {
-      throw new ServeError(409, "BLOB_UPLOAD_INVALID", `upload ${id} is being written already`);
+      throw new ServeError(409, "BLOB_UPLOAD_INVALID", `${ref} is being written already`);
     }
     throw error;
   }
@@ -185,15 +190,7 @@ async function finish(
   digest: Digest,
   body: ReadableStream<Uint8Array> | null,
 ): Promise<void> {
-  let writer: Writer;
-  try {
-    writer = await ctx.store.writer(ref);
-  } catch (error) {
-    if (error instanceof LockedError) {
-      throw new ServeError(409, "BLOB_UPLOAD_INVALID", `${ref} is being written already`);
-    }
-    throw error;
-  }
+  const writer = await openWriter(ctx, ref);
   try {
     await append(writer, body);
     await writer.commit(writer.offset, digest);
