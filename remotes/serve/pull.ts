@@ -152,12 +152,6 @@ export async function getBlob(
   }
   headers["content-length"] = String(end - start + 1);
   if (req.method === "HEAD") return new Response(null, { status, headers });
-  if (status === 200) {
-    // a whole blob goes out as the file's own stream: Deno sends a resource-backed body from
-    // native code, with no JavaScript hop per chunk
-    const file = await Deno.open(ctx.store.blobPath(digest), { read: true });
-    return new Response(file.readable, { status, headers });
-  }
   const body = await ctx.store.read(digest, { offset: start, length: end - start + 1 });
   return new Response(body, { status, headers });
 }
