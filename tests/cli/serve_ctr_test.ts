@@ -59,3 +59,46 @@ Deno.test("ctr content fetch and ctr images pull --plain-http from dist serve ke
     }
   });
 });
+
+Deno.test("podman pull from dist serve keeps the digest", async () => {
+  await requireTool("podman");
+  await withRegistry(async (registry, dir) => {
+    await pushMultiPlatform(registry.url, "src/app");
+    const served = await startServe(`${dir}/served`, ["--allow-push"]);
+    // podman's storage of the test's own, as root with the vfs driver (no kernel overlay needed)
+    const storage = [
+      "--root",
+      `${dir}/podman/root`,
+      "--runroot",
+      `${dir}/podman/run`,
+      "--storage-driver",
+      "vfs",
+    ];
+    try {
+      const copied = await runDist([
+        "copy",
+        "--all-platforms",
+        `${registry.host}/src/app:v1`,
+        `${served.host}/team/app:v1`,
+      ]);
+      assert.equal(copied.code, 0, copied.stderr);
+      const pulled = await new Deno.Command("podman", {
+        args: [...storage, "pull", "--tls-verify=false", `${served.host}/team/app:v1`],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.ok(pulled.success, new TextDecoder().decode(pulled.stderr));
+      const images = await new Deno.Command("podman", {
+        args: [...storage, "images", "--digests", "--format", "{{.Digest}}"],
+        stdout: "piped",
+      }).output();
+      const resolved = JSON.parse(
+        (await runDist(["resolve", "--json", `${served.host}/team/app:v1`])).stdout,
+      );
+      assert.equal(new TextDecoder().decode(images.stdout).trim(), resolved.digest);
+    } finally {
+      await served.stop();
+      await removeTree(`${dir}/podman`);
+    }
+  });
+});
