@@ -1,5 +1,6 @@
 /** `dist push` and `dist copy` against real registries, checked with skopeo. */
 import assert from "node:assert/strict";
+import { run, skopeoDigest } from "../_helpers/programs.ts";
 import { runDist } from "../_helpers/cli.ts";
 import { buildLayer, pushMultiPlatform } from "../_helpers/images.ts";
 import { pushImage as putImage } from "../_helpers/images.ts";
@@ -9,24 +10,6 @@ import { startTokenIssuer } from "../_helpers/token_issuer.ts";
 import { startFaultProxy } from "../_helpers/fault_proxy.ts";
 import { pushBlob, pushManifest } from "../_helpers/push.ts";
 import { digestOf } from "../../content/digest.ts";
-
-const decoder = new TextDecoder();
-
-async function run(program: string, args: string[]): Promise<string> {
-  const result = await new Deno.Command(program, { args, stdout: "piped", stderr: "piped" })
-    .output();
-  assert.ok(result.success, `${program} ${args.join(" ")}: ${decoder.decode(result.stderr)}`);
-  return decoder.decode(result.stdout);
-}
-
-/** The digest of what `skopeo inspect --raw` reads at `ref`. */
-async function remoteDigest(ref: string): Promise<string> {
-  const raw = new TextEncoder().encode(
-    await run("skopeo", ["inspect", "--raw", "--tls-verify=false", `docker://${ref}`]),
-  );
-  const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", raw));
-  return "sha256:" + [...hash].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 async function dist(args: string[]): Promise<string> {
   const result = await runDist(args);
@@ -43,7 +26,7 @@ Deno.test("dist push sends a fetched image to another repository; skopeo copies 
     const fetched = JSON.parse(await dist(["fetch", "--root", root, "--all-platforms", "-q", src]));
     const pushed = await dist(["push", "--root", root, src, `${registry.host}/dst/app:v2`]);
     assert.match(pushed, new RegExp(`^pushed ${registry.host}/dst/app:v2 ${fetched.digest} `));
-    assert.equal(await remoteDigest(`${registry.host}/dst/app:v2`), fetched.digest);
+    assert.equal(await skopeoDigest(`${registry.host}/dst/app:v2`), fetched.digest);
     await run("skopeo", [
       "copy",
       "--all",
@@ -52,7 +35,7 @@ Deno.test("dist push sends a fetched image to another repository; skopeo copies 
       `docker://${registry.host}/dst/app:v2`,
       `docker://${registry.host}/back/app:v3`,
     ]);
-    assert.equal(await remoteDigest(`${registry.host}/back/app:v3`), fetched.digest);
+    assert.equal(await skopeoDigest(`${registry.host}/back/app:v3`), fetched.digest);
     // a second push moves no blob: only the index goes again, under its tag
     const again = await runDist([
       "push",
@@ -107,7 +90,7 @@ Deno.test("dist copy between two registries, token auth on the destination, dige
           `${destination.host}/team/app:v1`,
         ]),
       );
-      assert.equal(await remoteDigest(src), whole.digest);
+      assert.equal(await skopeoDigest(src), whole.digest);
       // skopeo reads it with the same credentials
       const raw = await run("skopeo", [
         "inspect",
@@ -124,7 +107,7 @@ Deno.test("dist copy between two registries, token auth on the destination, dige
         await dist(["copy", "--platform", "linux/arm64", "-q", src, `${registry.host}/arm/app:v1`]),
       );
       assert.equal(arm.mediaType, "application/vnd.oci.image.manifest.v1+json");
-      assert.equal(await remoteDigest(`${registry.host}/arm/app:v1`), arm.digest);
+      assert.equal(await skopeoDigest(`${registry.host}/arm/app:v1`), arm.digest);
     });
   } finally {
     await destination.stop();
@@ -164,7 +147,7 @@ Deno.test("dist copy writes and reads OCI layouts and archives that skopeo reads
   await withRegistry(async (registry, dir) => {
     await pushMultiPlatform(registry.url, "src/app");
     const src = `${registry.host}/src/app:v1`;
-    const digest = await remoteDigest(src);
+    const digest = await skopeoDigest(src);
     await dist(["copy", "--all-platforms", src, `oci:${dir}/layout:v1`]);
     await run("skopeo", ["inspect", "--raw", `oci:${dir}/layout:v1`]);
     await dist([
@@ -173,7 +156,7 @@ Deno.test("dist copy writes and reads OCI layouts and archives that skopeo reads
       `oci:${dir}/layout:v1`,
       `${registry.host}/from-oci/app:v1`,
     ]);
-    assert.equal(await remoteDigest(`${registry.host}/from-oci/app:v1`), digest);
+    assert.equal(await skopeoDigest(`${registry.host}/from-oci/app:v1`), digest);
     await dist(["copy", "--all-platforms", src, `oci-archive:${dir}/app.tar`]);
     await dist([
       "copy",
@@ -181,7 +164,7 @@ Deno.test("dist copy writes and reads OCI layouts and archives that skopeo reads
       `oci-archive:${dir}/app.tar`,
       `${registry.host}/from-tar/app:v1`,
     ]);
-    assert.equal(await remoteDigest(`${registry.host}/from-tar/app:v1`), digest);
+    assert.equal(await skopeoDigest(`${registry.host}/from-tar/app:v1`), digest);
     await dist(["copy", src, `docker-archive:${dir}/docker.tar`]);
     await run("skopeo", ["inspect", `docker-archive:${dir}/docker.tar`]);
     const none = await runDist(["copy", `oci:${dir}/none:v1`, `${registry.host}/x/y:v1`]);

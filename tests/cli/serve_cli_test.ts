@@ -1,5 +1,6 @@
 /** `dist serve` with real clients: skopeo, dist itself, and raw requests around crashes. */
 import assert from "node:assert/strict";
+import { run, skopeoDigest } from "../_helpers/programs.ts";
 import { runDist } from "../_helpers/cli.ts";
 import { pushMultiPlatform } from "../_helpers/images.ts";
 import { withRegistry } from "../_helpers/registry.ts";
@@ -10,24 +11,12 @@ import { seededBytes } from "../_helpers/bytes.ts";
 
 const decoder = new TextDecoder();
 
-async function run(program: string, args: string[]): Promise<string> {
-  const result = await new Deno.Command(program, { args, stdout: "piped", stderr: "piped" })
-    .output();
-  assert.ok(result.success, `${program} ${args.join(" ")}: ${decoder.decode(result.stderr)}`);
-  return decoder.decode(result.stdout);
-}
-
-async function rawDigest(ref: string, creds?: string): Promise<string> {
-  const args = ["inspect", "--raw", "--tls-verify=false", ...(creds ? ["--creds", creds] : [])];
-  return digestOf(new TextEncoder().encode(await run("skopeo", [...args, `docker://${ref}`])));
-}
-
 Deno.test("skopeo copies to and from dist serve with digests kept; dist fetches from it", async () => {
   await requireTool("skopeo");
   await withRegistry(async (registry, dir) => {
     await pushMultiPlatform(registry.url, "src/app");
     const source = `${registry.host}/src/app:v1`;
-    const digest = await rawDigest(source);
+    const digest = await skopeoDigest(source);
     const served = await startServe(`${dir}/served`, ["--allow-push"]);
     try {
       await run("skopeo", [
@@ -38,7 +27,7 @@ Deno.test("skopeo copies to and from dist serve with digests kept; dist fetches 
         `docker://${source}`,
         `docker://${served.host}/team/app:v1`,
       ]);
-      assert.equal(await rawDigest(`${served.host}/team/app:v1`), digest);
+      assert.equal(await skopeoDigest(`${served.host}/team/app:v1`), digest);
       await run("skopeo", [
         "copy",
         "--all",
@@ -72,7 +61,7 @@ Deno.test("skopeo copies to and from dist serve with digests kept; dist fetches 
         `${served.host}/other/app:v2`,
       ]);
       assert.equal(copied.code, 0, copied.stderr);
-      assert.equal(await rawDigest(`${served.host}/other/app:v2`), digest);
+      assert.equal(await skopeoDigest(`${served.host}/other/app:v2`), digest);
       assert.match(served.log(), /GET \/v2\/team\/app\/manifests\/v1 200 \d+ [\d.]+ms/);
     } finally {
       assert.equal(await served.stop(), 0);

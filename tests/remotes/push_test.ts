@@ -1,5 +1,6 @@
 /** Pushing from the store to the real registry: digests kept, nothing uploaded twice, faults. */
 import assert from "node:assert/strict";
+import { skopeoDigest } from "../_helpers/programs.ts";
 import { fetchImage } from "../../remotes/copy.ts";
 import { pushImage } from "../../remotes/push.ts";
 import { RegistryClient } from "../../remotes/client.ts";
@@ -11,17 +12,6 @@ import { startFaultProxy } from "../_helpers/fault_proxy.ts";
 import { startTokenIssuer } from "../_helpers/token_issuer.ts";
 import { withTempDir } from "../_helpers/temp.ts";
 import { startServe } from "../_helpers/serve.ts";
-
-async function skopeoDigest(ref: string): Promise<string> {
-  const out = await new Deno.Command("skopeo", {
-    args: ["inspect", "--raw", "--tls-verify=false", `docker://${ref}`],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  const hash = await crypto.subtle.digest("SHA-256", out.stdout);
-  return "sha256:" + [...new Uint8Array(hash)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 Deno.test("pushImage() pushes every stored platform with the same digests, and it fetches back", async () => {
   await withRegistry(async (registry, dir) => {
