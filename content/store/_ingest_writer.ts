@@ -336,7 +336,8 @@ export class IngestWriter implements Writer {
     try {
       if (this.#state === "open") {
         this.#flushPending();
-        if (this.#offset === 0) return await this.discard(); // nothing worth resuming
+        // nothing worth resuming, unless the ingest is to be seen even empty (an upload opened)
+        if (this.#offset === 0 && !this.#options.keepEmpty) return await this.discard();
         this.#writeMetadata();
         this.#touch(true);
       }

@@ -58,6 +58,11 @@ export interface WriterOptions {
    * a process killed before then leaves nothing to resume: the next writer starts from zero.
    */
   deferMetadata?: boolean;
+  /**
+   * Keep the ingest when it is closed empty (by default an empty one is removed): an upload a
+   * registry client opened is in progress, and shows in `dist active`, before its first byte.
+   */
+  keepEmpty?: boolean;
 }
 
 /** Options of {@link Provider.read}. */

@@ -52,9 +52,6 @@ function digestParam(value: string | null): Digest {
   return value;
 }
 
-/** Uploads opened that hold no byte yet: an empty ingest is not kept on disk. */
-const fresh = new Set<string>();
-
 /** `POST /v2/<name>/blobs/uploads/`: a session, a monolithic upload (`?digest=`), or a mount. */
 export async function startUpload(
   ctx: ServeContext,
@@ -77,7 +74,8 @@ export async function startUpload(
   }
   await req.body?.cancel();
   const id = crypto.randomUUID();
-  fresh.add(id);
+  // the ingest exists from now on, empty: `dist active` shows it and a restart keeps it
+  await (await openWriter(ctx, uploadRef(id))).close();
   return uploadStatus(name, id, 0, 202);
 }
 
@@ -127,14 +125,12 @@ export async function putUpload(
   const digest = digestParam(new URL(req.url).searchParams.get("digest"));
   await uploadOffset(ctx, id); // an unknown upload is 404, not a new one
   await finish(ctx, uploadRef(id), digest, req.body);
-  fresh.delete(id);
   return blobCreated(name, digest);
 }
 
 /** `DELETE /v2/<name>/blobs/uploads/<id>`: the upload is dropped. */
 export async function cancelUpload(ctx: ServeContext, id: string): Promise<Response> {
   const ref = uploadRef(id);
-  if (fresh.delete(id)) return new Response(null, { status: 204, headers: API_HEADERS });
   try {
     await ctx.store.abort(ref);
   } catch (error) {
@@ -148,7 +144,6 @@ export async function cancelUpload(ctx: ServeContext, id: string): Promise<Respo
 
 async function uploadOffset(ctx: ServeContext, id: string): Promise<number> {
   const ref = uploadRef(id);
-  if (fresh.has(id)) return 0;
   try {
     return (await ctx.store.status(ref)).offset;
   } catch (error) {
@@ -161,15 +156,13 @@ async function uploadOffset(ctx: ServeContext, id: string): Promise<number> {
 
 async function openUpload(ctx: ServeContext, id: string): Promise<Writer> {
   await uploadOffset(ctx, id);
-  const writer = await openWriter(ctx, uploadRef(id));
-  fresh.delete(id);
-  return writer;
+  return await openWriter(ctx, uploadRef(id));
 }
 
 /** The writer of the ingest `ref`; a 409 while another request writes it. */
 async function openWriter(ctx: ServeContext, ref: string): Promise<Writer> {
   try {
-    return await ctx.store.writer(ref);
+    return await ctx.store.writer(ref, { keepEmpty: true });
   } catch (error) {
     if (error instanceof LockedError) {
       throw new ServeError(409, "BLOB_UPLOAD_INVALID", `${ref} is being written already`);

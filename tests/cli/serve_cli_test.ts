@@ -126,6 +126,9 @@ Deno.test("an upload shows in dist active, survives kill -9 of the server and re
     const started = await fetch(`${served.url}/v2/up/app/blobs/uploads/`, { method: "POST" });
     assert.equal(started.status, 202);
     const location = started.headers.get("location")!;
+    // opened, not a byte yet: already in `dist active`
+    const opened = await runDist(["active", "--root", root]);
+    assert.match(opened.stdout, /upload-[0-9a-f-]{36}\s+0 B/, opened.stdout);
     const first = await fetch(`${served.url}${location}`, {
       method: "PATCH",
       headers: {
