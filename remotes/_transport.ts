@@ -106,13 +106,20 @@ async function systemCertificates(): Promise<string[]> {
 function withTimeout(send: Send, ms: number): Send {
   return async (url, init) => {
     const timer = new AbortController();
-    const id = setTimeout(
-      () => timer.abort(new TimeoutError(timeoutMessage("first-byte", url.host, ms))),
-      ms,
-    );
+    let id: ReturnType<typeof setTimeout> | undefined;
+    // the wait starts again with every piece of a request body sent: an upload's first byte
+    // back can only come once the body is out, however long that takes
+    const arm = () => {
+      clearTimeout(id);
+      id = setTimeout(
+        () => timer.abort(new TimeoutError(timeoutMessage("first-byte", url.host, ms))),
+        ms,
+      );
+    };
+    arm();
     const signal = init.signal ? AbortSignal.any([init.signal, timer.signal]) : timer.signal;
     try {
-      return await send(url, { ...init, signal });
+      return await send(url, { ...init, body: progressing(init.body, arm), signal });
     } catch (error) {
       if (timer.signal.aborted && !init.signal?.aborted) throw timer.signal.reason;
       throw error;
@@ -120,6 +127,34 @@ function withTimeout(send: Send, ms: number): Send {
       clearTimeout(id);
     }
   };
+}
+
+/** A request body that calls `onPiece` as each piece of it goes (large byte bodies in 1 MiB pieces). */
+function progressing(
+  body: BodyInit | null | undefined,
+  onPiece: () => void,
+): BodyInit | null | undefined {
+  let stream: ReadableStream<Uint8Array>;
+  if (body instanceof ReadableStream) stream = body;
+  else if (body instanceof Uint8Array && body.length > 1 << 20) {
+    const bytes = body;
+    let at = 0;
+    stream = new ReadableStream({
+      pull(controller) {
+        if (at >= bytes.length) return controller.close();
+        controller.enqueue(bytes.subarray(at, at + (1 << 20)));
+        at += 1 << 20;
+      },
+    });
+  } else return body;
+  return stream.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(piece, controller) {
+        onPiece();
+        controller.enqueue(piece);
+      },
+    }),
+  );
 }
 
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
@@ -158,9 +193,14 @@ async function insecureSend(url: URL, init: RequestInit): Promise<Response> {
         ? null
         : Readable.toWeb(reply) as unknown as ReadableStream<Uint8Array>;
       if (body === null) reply.resume();
-      resolve(
-        new Response(body, { status, statusText: reply.statusMessage, headers: replyHeaders }),
-      );
+      const response = new Response(body, {
+        status,
+        statusText: reply.statusMessage,
+        headers: replyHeaders,
+      });
+      // as fetch's replies have it: relative Locations resolve against it
+      Object.defineProperty(response, "url", { value: url.href });
+      resolve(response);
     });
     request.on("error", (error) => reject(new TypeError(error.message, { cause: error })));
     const body = init.body;
@@ -169,6 +209,14 @@ async function insecureSend(url: URL, init: RequestInit): Promise<Response> {
       request.end(body.toString());
     } else if (typeof body === "string" || body instanceof Uint8Array) {
       request.end(body);
+    } else if (body instanceof ReadableStream) {
+      // an upload: streamed, waiting for the socket to drain when it is full
+      (async () => {
+        for await (const piece of body as ReadableStream<Uint8Array>) {
+          if (!request.write(piece)) await new Promise((drained) => request.once("drain", drained));
+        }
+        request.end();
+      })().catch((error) => request.destroy(error));
     } else {
       request.end();
     }

@@ -192,3 +192,29 @@ Deno.test("pushImage() to dist serve goes on where a cut chunk left the upload, 
     }
   });
 });
+
+Deno.test("pushImage() with --insecure streams chunked uploads whole", async () => {
+  const { makeCertificates } = await import("../_helpers/tls.ts");
+  await withRegistry(async (registry, dir) => {
+    const layer = compressLayer(randomBytes(12 << 20), "none");
+    await putImage(registry.url, "src/big", { layers: [layer], tag: "v1" });
+    const certs = await makeCertificates(dir);
+    const tls = await startFaultProxy(registry.url, { tls: { cert: certs.cert, key: certs.key } });
+    // the --insecure transport (node:https) sends the PATCH chunks as streams
+    const client = new RegistryClient({ insecure: true, plainHttp: false });
+    const slow = new RegistryClient();
+    try {
+      const store = await Store.open(`${dir}/store`);
+      const fetched = await fetchImage(slow, store, `${registry.host}/src/big:v1`);
+      await pushImage(client, store, fetched.name, `${tls.host}/dst/big:v1`, {
+        chunkSize: 4 << 20,
+      });
+      assert.ok(tls.requests.some((r) => r.method === "PATCH"));
+      assert.equal(await skopeoDigest(`${registry.host}/dst/big:v1`), fetched.descriptor.digest);
+    } finally {
+      client.close();
+      slow.close();
+      await tls.stop();
+    }
+  });
+});
