@@ -114,6 +114,7 @@ async function inTerminal(command: string, columns: number, rows: number): Promi
 
 /** The frames a progress display drew: each one the lines between two cursor moves. */
 function frames(output: string): string[][] {
+  // deno-lint-ignore no-control-regex
   return output.replaceAll("\r", "").split(/\x1b\[\d+F\x1b\[J/).map((frame) =>
     frame.split("\n").filter((l) => l !== "")
   );
