@@ -46,6 +46,7 @@ import {
   openFileStream,
   processIds,
   readEnv,
+  requirePermission,
   writeFileAtomic,
 } from "./content/internal/mod.ts";
 import {
@@ -788,6 +789,33 @@ async function digestArguments(ctx: Context, store: Store, min = 1): Promise<Dig
 }
 
 /**
+ * Write access to the store, for commands that open it without creating it and then change it
+ * (delete, abort, images rm): asked first, since on a terminal Deno would prompt for it.
+ */
+function requireStoreWrite(store: Store): void {
+  requirePermission(
+    { name: "write", path: store.root },
+    `write access to ${JSON.stringify(store.root)}`,
+    "--allow-write",
+  );
+}
+
+/**
+ * What `pull` and `unpack` need, asked before anything is downloaded: Deno creates a symlink
+ * only with `--allow-read` and `--allow-write` for every path, and nearly every image has
+ * symlinks; without them Deno would prompt (on a terminal) or fail at the first symlink.
+ */
+function requireUnpackPermissions(): void {
+  for (const name of ["read", "write"] as const) {
+    requirePermission(
+      { name },
+      `${name} access to every path (Deno creates symlinks only with it)`,
+      `--allow-${name}`,
+    );
+  }
+}
+
+/**
  * One line, however many blobs `delete` kept: `kept 5 blobs in use (4 by image a:v1, 1 by a fetch
  * or import in progress); --force deletes blobs images use anyway`, at most 5 users named.
  */
@@ -961,6 +989,7 @@ const COMMANDS: Command[] = [
       // no digest is nothing to do: `dist list -q | xargs dist delete` on an empty store
       if (ctx.args.length === 0) return 0;
       const store = await Store.open(ctx.root(), READ_ONLY);
+      requireStoreWrite(store);
       const digests = await digestArguments(ctx, store);
       // a blob a record uses (a manifest, a layer) would leave that image broken: --force only.
       // Keeping it is what the clear-out pipeline wants, so it is no failure: one line says so.
@@ -989,6 +1018,7 @@ const COMMANDS: Command[] = [
     async run(ctx) {
       expectArgs(ctx, 1);
       const store = await Store.open(ctx.root(), READ_ONLY);
+      requireStoreWrite(store);
       return await forEachReporting(ctx.args, async (ref) => {
         await store.abort(ref);
         out.line(ref);
@@ -1132,6 +1162,7 @@ const COMMANDS: Command[] = [
       let unpacking = false; // what an interruption leaves depends on the phase it stops
       const stopped = () => unpacking ? "unpack interrupted" : RESUMABLE;
       return interruptible(stopped, async (signal) => {
+        requireUnpackPermissions(); // before the download, not at the first symlink
         await checkBundle(dir); // a DIR unpack would refuse is refused before the download
         const store = await Store.open(ctx.root());
         const client = await registryClient(ctx);
@@ -1172,6 +1203,7 @@ const COMMANDS: Command[] = [
       const platformFlag = stringFlag(ctx, "platform");
       const platform = platformFlag ? parsePlatform(platformFlag) : undefined;
       return interruptible("unpack interrupted", async (signal) => {
+        requireUnpackPermissions();
         const store = await Store.open(ctx.root());
         const { target } = await findImage(store, name);
         const manifest = await resolveManifest(store, target, { platform });
@@ -1197,6 +1229,7 @@ const COMMANDS: Command[] = [
       const images = new Images(store.root);
       if (remove) {
         if (ctx.args.length < 2) throw new UsageError("images rm needs at least one NAME");
+        requireStoreWrite(store);
         // like delete: one missing name neither hides nor stops the others
         return await forEachReporting(ctx.args.slice(1), async (name) => {
           const names = /^sha(256|512):/.test(name)
@@ -1418,6 +1451,15 @@ const COMMANDS: Command[] = [
       if (output === "-" && Deno.stdout.isTerminal()) {
         throw new UsageError("refusing to write an archive to a terminal: redirect stdout");
       }
+      if (output !== "-") {
+        // the archive is written beside FILE under a temporary name, then renamed
+        const dir = output.includes("/") ? output.slice(0, output.lastIndexOf("/")) || "/" : ".";
+        requirePermission(
+          { name: "write", path: dir },
+          `write access to ${JSON.stringify(dir)} (the archive is written there, then renamed)`,
+          "--allow-write",
+        );
+      }
       return interruptible("export interrupted", async (signal) => {
         const store = await Store.open(ctx.root(), READ_ONLY);
         const { exportImages } = await import("./content/archives/export.ts");
@@ -1445,6 +1487,13 @@ const COMMANDS: Command[] = [
       const path = ctx.args[0];
       const json = boolFlag(ctx, "json");
       const quiet = boolFlag(ctx, "quiet");
+      if (path !== "-") {
+        requirePermission(
+          { name: "read", path },
+          `read access to ${JSON.stringify(path)}`,
+          "--allow-read",
+        );
+      }
       return interruptible("import interrupted", async (signal) => {
         const store = await Store.open(ctx.root());
         const source = path === "-" ? fileStream(Deno.stdin) : await openFileStream(path);
