@@ -976,8 +976,9 @@ const COMMANDS: Command[] = [
   {
     name: "delete",
     aliases: ["rm"],
-    usage: "[flags] DIGEST...",
-    summary: "delete committed blobs, printing each digest deleted; blobs images use are kept",
+    usage: "[flags] [DIGEST...]",
+    summary:
+      "delete committed blobs, printing each digest deleted; blobs images use are kept (exit 0)",
     flags: [
       {
         name: "force",
