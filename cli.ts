@@ -7,7 +7,13 @@
  *
  * @module
  */
-import { CorruptContentError, DistError, InUseError } from "./content/errors.ts";
+import {
+  CorruptContentError,
+  DistError,
+  InUseError,
+  InvalidArgumentError,
+  NotFoundError,
+} from "./content/errors.ts";
 import type { Info, Status } from "./content/store/capabilities.ts";
 import type { RuntimeOptions } from "./content/bundle/runtime_spec.ts";
 import type { ProgressEvent } from "./content/images/copy.ts";
@@ -40,6 +46,7 @@ import {
   openFileStream,
   processIds,
   readEnv,
+  requirePermission,
   writeFileAtomic,
 } from "./content/internal/mod.ts";
 import {
@@ -539,7 +546,7 @@ function formatBytes(n: number): string {
 function progressRenderer(): { onProgress(event: ProgressEvent): void; close(): void } {
   const live = Deno.stderr.isTerminal();
   const active = new Map<string, ProgressEvent>();
-  const finished: string[] = [];
+  const finished: ProgressEvent[] = [];
   let drawn = 0;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const line = (e: ProgressEvent) => {
@@ -553,6 +560,28 @@ function progressRenderer(): { onProgress(event: ProgressEvent): void; close(): 
       : `${e.status} ${formatBytes(e.size)}`;
     return `${e.kind.padEnd(8)} ${shortDigest(e.digest)}  ${state}`;
   };
+  // on a narrow terminal, a shorter form that keeps the numbers rather than a line cut midway
+  const fitted = (e: ProgressEvent, columns: number) => {
+    const width = columns - 1;
+    const full = line(e);
+    if (full.length <= width) return full;
+    const moving = e.status === "downloading" || e.status === "uploading";
+    const state = moving
+      ? `${formatBytes(e.offset ?? 0)}/${formatBytes(e.size)}`
+      : e.status === "skipped" || e.status === "waiting"
+      ? e.status
+      : `${e.status} ${formatBytes(e.size)}`;
+    const hex = e.digest.slice(e.digest.indexOf(":") + 1);
+    const percent = moving && e.size > 0
+      ? `${Math.floor(((e.offset ?? 0) / e.size) * 100)}%`
+      : e.status;
+    const forms = [
+      `${e.kind} ${hex.slice(0, 12)} ${state}`,
+      `${hex.slice(0, 12)} ${state}`,
+      `${hex.slice(0, 8)} ${percent}`,
+    ];
+    return forms.find((f) => f.length <= width) ?? forms[2].slice(0, width);
+  };
   const draw = () => {
     timer = undefined;
     // lines must neither wrap nor outgrow the screen, or moving up to redraw them goes wrong
@@ -560,15 +589,17 @@ function progressRenderer(): { onProgress(event: ProgressEvent): void; close(): 
     try {
       ({ columns, rows } = Deno.consoleSize());
     } catch { /* no size known */ }
-    if (columns < 20 || rows < 5) ({ columns, rows } = { columns: 80, rows: 24 }); // e.g. 0×0
+    // a size of 0×0 (some pseudo-terminals) is no size; a small one is still the screen's
+    if (columns <= 0 || rows <= 0) ({ columns, rows } = { columns: 80, rows: 24 });
     const all = [...active.values()].sort((a, b) =>
       Number(b.status === "downloading") - Number(a.status === "downloading")
     );
     const room = Math.max(1, rows - 2);
-    const now = all.slice(0, all.length > room ? room - 1 : room).map(line);
+    const now = all.slice(0, all.length > room ? room - 1 : room).map((e) => fitted(e, columns));
     if (all.length > room) now.push(`… and ${all.length - room + 1} more waiting`);
     const text = (drawn ? `\x1b[${drawn}F\x1b[J` : "") +
-      [...finished, ...now].map((l) => l.slice(0, columns - 1) + "\n").join("");
+      [...finished.map((e) => fitted(e, columns)), ...now]
+        .map((l) => l.slice(0, columns - 1) + "\n").join("");
     finished.length = 0;
     drawn = now.length;
     writeAll(Deno.stderr, encoder.encode(text));
@@ -583,7 +614,7 @@ function progressRenderer(): { onProgress(event: ProgressEvent): void; close(): 
       }
       if (done) {
         active.delete(e.digest);
-        finished.push(line(e));
+        finished.push(e);
       } else active.set(e.digest, e);
       timer ??= setTimeout(draw, 100);
     },
@@ -758,6 +789,65 @@ async function digestArguments(ctx: Context, store: Store, min = 1): Promise<Dig
 }
 
 /**
+ * Write access to the store, for commands that open it without creating it and then change it
+ * (delete, abort, images rm): asked first, since on a terminal Deno would prompt for it.
+ */
+function requireStoreWrite(store: Store): void {
+  requirePermission(
+    { name: "write", path: store.root },
+    `write access to ${JSON.stringify(store.root)}`,
+    "--allow-write",
+  );
+}
+
+/**
+ * What `pull` and `unpack` need, asked before anything is downloaded: Deno creates a symlink
+ * only with `--allow-read` and `--allow-write` for every path, and nearly every image has
+ * symlinks; without them Deno would prompt (on a terminal) or fail at the first symlink.
+ */
+function requireUnpackPermissions(): void {
+  for (const name of ["read", "write"] as const) {
+    requirePermission(
+      { name },
+      `${name} access to every path (Deno creates symlinks only with it)`,
+      `--allow-${name}`,
+    );
+  }
+}
+
+/**
+ * One line, however many blobs `delete` kept: `kept 5 blobs in use (4 by image a:v1, 1 by a fetch
+ * or import in progress); --force deletes blobs images use anyway`, at most 5 users named.
+ */
+function keptSummary(kept: Map<string, number>): string {
+  const total = [...kept.values()].reduce((a, b) => a + b, 0);
+  const users = [...kept].sort(([a], [b]) => a.localeCompare(b)).map(([who, n]) =>
+    `${n} by ${who}`
+  );
+  const shown = users.length > 5 ? [...users.slice(0, 4), `${users.length - 4} more`] : users;
+  return `kept ${total} blob${total === 1 ? "" : "s"} in use (${shown.join(", ")}); ` +
+    "--force deletes blobs images use anyway";
+}
+
+/**
+ * The names of the records whose image digest is `text` or starts with it (the 12 digits `dist
+ * images` prints): a digest an image has under several names stands for all of them. A prefix of
+ * two images' digests is ambiguous and lists them; no match is not found.
+ */
+async function recordsWithDigest(images: Images, text: string): Promise<string[]> {
+  if (!isShortDigest(text)) parseDigest(text); // a broken digest is a usage error
+  const records = (await images.list()).filter((r) => r.target.digest.startsWith(text));
+  const digests = [...new Set(records.map((r) => r.target.digest))].sort();
+  if (digests.length === 0) throw new NotFoundError(`no image record has digest ${text}`);
+  if (digests.length > 1) {
+    throw new InvalidArgumentError(
+      `${text} is ambiguous: ${digests.join(", ")}; give more of the digest`,
+    );
+  }
+  return records.map((r) => r.name);
+}
+
+/**
  * Runs `action` for each item, reporting failures one line each and going on with the rest;
  * returns the exit code of the first failure (0 when all succeeded).
  */
@@ -886,8 +976,9 @@ const COMMANDS: Command[] = [
   {
     name: "delete",
     aliases: ["rm"],
-    usage: "[flags] DIGEST...",
-    summary: "delete committed blobs, printing each digest deleted; blobs images use are kept",
+    usage: "[flags] [DIGEST...]",
+    summary:
+      "delete committed blobs, printing each digest deleted; blobs images use are kept (exit 0)",
     flags: [
       {
         name: "force",
@@ -899,26 +990,24 @@ const COMMANDS: Command[] = [
       // no digest is nothing to do: `dist list -q | xargs dist delete` on an empty store
       if (ctx.args.length === 0) return 0;
       const store = await Store.open(ctx.root(), READ_ONLY);
+      requireStoreWrite(store);
       const digests = await digestArguments(ctx, store);
       // a blob a record uses (a manifest, a layer) would leave that image broken: --force only.
       // Keeping it is what the clear-out pipeline wants, so it is no failure: one line says so.
       const remove = await blobDeleter(store, { force: boolFlag(ctx, "force") });
-      const kept: string[] = [];
+      // who keeps how many: "image NAME" or "a fetch or import in progress"
+      const kept = new Map<string, number>();
       const code = await forEachReporting(digests, async (digest) => {
         try {
           await remove(digest);
           out.line(digest);
         } catch (error) {
           if (!(error instanceof InUseError)) throw error;
-          kept.push(error.message.replace(/^cannot delete /, ""));
+          const who = /^cannot delete \S+: (.*?) uses it/.exec(error.message)?.[1] ?? "in use";
+          kept.set(who, (kept.get(who) ?? 0) + 1);
         }
       });
-      if (kept.length) {
-        out.warn(
-          `kept ${kept.length} blob${kept.length === 1 ? "" : "s"} in use (--force deletes ` +
-            `blobs images use anyway): ${kept.join("; ")}`,
-        );
-      }
+      if (kept.size) out.warn(keptSummary(kept));
       return code;
     },
   },
@@ -930,6 +1019,7 @@ const COMMANDS: Command[] = [
     async run(ctx) {
       expectArgs(ctx, 1);
       const store = await Store.open(ctx.root(), READ_ONLY);
+      requireStoreWrite(store);
       return await forEachReporting(ctx.args, async (ref) => {
         await store.abort(ref);
         out.line(ref);
@@ -1073,6 +1163,7 @@ const COMMANDS: Command[] = [
       let unpacking = false; // what an interruption leaves depends on the phase it stops
       const stopped = () => unpacking ? "unpack interrupted" : RESUMABLE;
       return interruptible(stopped, async (signal) => {
+        requireUnpackPermissions(); // before the download, not at the first symlink
         await checkBundle(dir); // a DIR unpack would refuse is refused before the download
         const store = await Store.open(ctx.root());
         const client = await registryClient(ctx);
@@ -1113,6 +1204,7 @@ const COMMANDS: Command[] = [
       const platformFlag = stringFlag(ctx, "platform");
       const platform = platformFlag ? parsePlatform(platformFlag) : undefined;
       return interruptible("unpack interrupted", async (signal) => {
+        requireUnpackPermissions();
         const store = await Store.open(ctx.root());
         const { target } = await findImage(store, name);
         const manifest = await resolveManifest(store, target, { platform });
@@ -1125,8 +1217,9 @@ const COMMANDS: Command[] = [
   },
   {
     name: "images",
-    usage: "[flags] | rm NAME...",
-    summary: "list image records (NAME DIGEST SIZE PLATFORMS), or remove them",
+    usage: "[flags] | rm NAME|DIGEST...",
+    summary:
+      "list image records (NAME DIGEST SIZE PLATFORMS), or remove them (by DIGEST: every name it has)",
     flags: [
       { name: "json", type: "boolean", description: "print one JSON object a record" },
       { name: "quiet", short: "q", type: "boolean", description: "print names only" },
@@ -1137,11 +1230,16 @@ const COMMANDS: Command[] = [
       const images = new Images(store.root);
       if (remove) {
         if (ctx.args.length < 2) throw new UsageError("images rm needs at least one NAME");
+        requireStoreWrite(store);
         // like delete: one missing name neither hides nor stops the others
         return await forEachReporting(ctx.args.slice(1), async (name) => {
-          const record = await images.find(name);
-          await images.remove(record.name);
-          if (!boolFlag(ctx, "quiet")) out.line(`removed ${record.name}`);
+          const names = /^sha(256|512):/.test(name)
+            ? await recordsWithDigest(images, name)
+            : [(await images.find(name)).name];
+          for (const record of names) {
+            await images.remove(record);
+            if (!boolFlag(ctx, "quiet")) out.line(`removed ${record}`);
+          }
         });
       }
       expectArgs(ctx, 0, 0);
@@ -1354,6 +1452,15 @@ const COMMANDS: Command[] = [
       if (output === "-" && Deno.stdout.isTerminal()) {
         throw new UsageError("refusing to write an archive to a terminal: redirect stdout");
       }
+      if (output !== "-") {
+        // the archive is written beside FILE under a temporary name, then renamed
+        const dir = output.includes("/") ? output.slice(0, output.lastIndexOf("/")) || "/" : ".";
+        requirePermission(
+          { name: "write", path: dir },
+          `write access to ${JSON.stringify(dir)} (the archive is written there, then renamed)`,
+          "--allow-write",
+        );
+      }
       return interruptible("export interrupted", async (signal) => {
         const store = await Store.open(ctx.root(), READ_ONLY);
         const { exportImages } = await import("./content/archives/export.ts");
@@ -1381,6 +1488,13 @@ const COMMANDS: Command[] = [
       const path = ctx.args[0];
       const json = boolFlag(ctx, "json");
       const quiet = boolFlag(ctx, "quiet");
+      if (path !== "-") {
+        requirePermission(
+          { name: "read", path },
+          `read access to ${JSON.stringify(path)}`,
+          "--allow-read",
+        );
+      }
       return interruptible("import interrupted", async (signal) => {
         const store = await Store.open(ctx.root());
         const source = path === "-" ? fileStream(Deno.stdin) : await openFileStream(path);

@@ -3,7 +3,7 @@
  * `--insecure`, `node:https` without certificate verification (Deno's `fetch` cannot skip it).
  */
 import { InvalidArgumentError } from "../content/errors.ts";
-import { readEnv } from "../content/internal/mod.ts";
+import { permitted, readEnv, requirePermission } from "../content/internal/mod.ts";
 
 /** Sends one request, never following redirects. */
 export type Send = (url: URL, init: RequestInit) => Promise<Response>;
@@ -52,7 +52,13 @@ const SYSTEM_BUNDLES = [
 export function createTransport(options: TransportOptions): Transport {
   const timed = (send: Send): Send => withTimeout(send, options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
   if (options.insecure) {
-    return { send: timed(insecureSend), close() {} };
+    return {
+      send: timed((url, init) => {
+        requireNet(url);
+        return insecureSend(url, init);
+      }),
+      close() {},
+    };
   }
   let client: Deno.HttpClient | undefined;
   let clientReady: Promise<Deno.HttpClient | undefined> | undefined;
@@ -60,6 +66,11 @@ export function createTransport(options: TransportOptions): Transport {
     clientReady ??= (async () => {
       const caCerts = await systemCertificates();
       if (options.caFile) {
+        requirePermission(
+          { name: "read", path: options.caFile },
+          `read access to ${JSON.stringify(options.caFile)}`,
+          "--allow-read",
+        );
         try {
           caCerts.push(await Deno.readTextFile(options.caFile));
         } catch (error) {
@@ -76,6 +87,7 @@ export function createTransport(options: TransportOptions): Transport {
   };
   return {
     send: timed(async (url, init) => {
+      requireNet(url);
       if (url.protocol !== "https:") return await fetch(url, { ...init, redirect: "manual" });
       const client = await httpsClient();
       return await fetch(url, { ...init, redirect: "manual", ...(client ? { client } : {}) });
@@ -87,12 +99,25 @@ export function createTransport(options: TransportOptions): Transport {
 }
 
 /**
+ * Network access to `url`'s host and port, checked before the request: a host the registry sends
+ * the client to (a token realm, a blob CDN) that `--allow-net` does not cover would otherwise
+ * stop the command at Deno's prompt on a terminal. Throws `Deno.errors.NotCapable`.
+ */
+function requireNet(url: URL): void {
+  const port = url.port || (url.protocol === "https:" ? "443" : "80");
+  const host = `${url.hostname}:${port}`;
+  requirePermission({ name: "net", host }, `net access to ${JSON.stringify(host)}`, "--allow-net");
+}
+
+/**
  * The system CA bundle (`$SSL_CERT_FILE`, else the distribution's bundle), added to Deno's
- * built-in roots; empty when none can be read.
+ * built-in roots; empty when none can be read. A bundle `--allow-read` does not cover is passed
+ * over (Deno's built-in roots remain), never asked for at a prompt.
  */
 async function systemCertificates(): Promise<string[]> {
   const explicit = readEnv("SSL_CERT_FILE");
   for (const path of explicit ? [explicit] : SYSTEM_BUNDLES) {
+    if (!permitted({ name: "read", path })) continue;
     try {
       return [await Deno.readTextFile(path)];
     } catch {

@@ -13,7 +13,7 @@
  * @module
  */
 import { CorruptContentError, InvalidArgumentError } from "../content/errors.ts";
-import { readEnv } from "../content/internal/mod.ts";
+import { permitted, readEnv, requirePermission } from "../content/internal/mod.ts";
 import { DOCKER_HUB } from "../content/reference.ts";
 
 /** What a client can present to a registry or its token server. */
@@ -95,6 +95,8 @@ export async function lookupCredentials(
 
 /** Reads and parses one auth file; undefined when it is missing or unreadable. */
 async function readAuthFile(path: string): Promise<AuthFile | undefined> {
+  // a file --allow-read does not cover is passed over, as a missing one: never a prompt
+  if (!permitted({ name: "read", path })) return undefined;
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -206,6 +208,12 @@ export async function runCredentialHelper(
   }
   const program = `docker-credential-${helper}`;
   const serverUrl = registry === DOCKER_HUB ? DOCKER_HUB_CONFIG_KEY : registry;
+  // checked first: on a terminal, Deno would stop at a prompt for it
+  requirePermission(
+    { name: "run", command: program },
+    `run access to ${JSON.stringify(program)}`,
+    "--allow-run",
+  );
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command(program, {

@@ -16,6 +16,7 @@
  * @module
  */
 import { InvalidArgumentError } from "../content/errors.ts";
+import { requirePermission } from "../content/internal/mod.ts";
 
 /** What a host may be used for. */
 export type HostCapability = "pull" | "resolve" | "push";
@@ -56,6 +57,11 @@ export function mirrorHost(text: string): RegistryHost {
 export async function loadHosts(dir: string, registry: string): Promise<RegistryHost[]> {
   for (const name of [registry.replace(/:/g, "_"), registry, "_default"]) {
     const path = `${dir}/${name}/hosts.toml`;
+    requirePermission(
+      { name: "read", path },
+      `read access to ${JSON.stringify(dir)}`,
+      "--allow-read",
+    );
     let text: string;
     try {
       text = await Deno.readTextFile(path);

@@ -13,6 +13,29 @@ function granted(descriptor: Deno.PermissionDescriptor): boolean {
   }
 }
 
+/**
+ * Whether `descriptor` is granted, asked without a prompt (a query never prompts; a call that
+ * needs a permission not granted does, on a terminal).
+ */
+export function permitted(descriptor: Deno.PermissionDescriptor): boolean {
+  return granted(descriptor);
+}
+
+/**
+ * Throws `Deno.errors.NotCapable`, as a denied call would without a terminal, unless `descriptor`
+ * is granted: where Deno would stop at a prompt, dist stops with one line naming what it needs.
+ * `what` is e.g. `net access to "host:443"`, `flag` e.g. `--allow-net`.
+ */
+export function requirePermission(
+  descriptor: Deno.PermissionDescriptor,
+  what: string,
+  flag: string,
+): void {
+  if (!granted(descriptor)) {
+    throw new Deno.errors.NotCapable(`Requires ${what}, run again with the ${flag} flag`);
+  }
+}
+
 /** Reads an environment variable; undefined when unset, or when not permitted (never a prompt). */
 export function readEnv(name: string): string | undefined {
   if (!granted({ name: "env", variable: name })) return undefined;

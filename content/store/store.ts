@@ -68,6 +68,7 @@ import { IngestWriter } from "./_ingest_writer.ts";
 import { SharedFlush } from "./_shared_flush.ts";
 import { readLockInfo, tryLockDir } from "./_lock.ts";
 import { sleep } from "../internal/sleep.ts";
+import { requirePermission } from "../internal/env.ts";
 import { syncDirectory } from "../internal/file_stream.ts";
 
 /** Options of {@link Store.open}. */
@@ -138,6 +139,20 @@ export class Store implements Provider, Ingester, Manager, IngestManager {
     // small local calls, made synchronously (see _lock.ts): every command opens the store
     const store = new Store(resolve(root));
     const create = options.create ?? true;
+    // asked first: on a terminal Deno would prompt for a store --allow-read/--allow-write misses
+    const where = JSON.stringify(store.root);
+    requirePermission(
+      { name: "read", path: store.root },
+      `read access to ${where}`,
+      "--allow-read",
+    );
+    if (create) {
+      requirePermission(
+        { name: "write", path: store.root },
+        `write access to ${where}`,
+        "--allow-write",
+      );
+    }
     try {
       if (create) {
         Deno.mkdirSync(`${store.#blobs}/sha256`, { recursive: true });
