@@ -17,6 +17,7 @@ import {
   InvalidArgumentError,
   LockedError,
   NotFoundError,
+  SizeMismatchError,
   UnsupportedError,
 } from "../errors.ts";
 import type { ProgressEvent } from "../images/copy.ts";
@@ -142,18 +143,26 @@ export async function unpackImage(
       const blob = compressed.pipeThrough(new VerifyStream({ ...layer, label: `stored ${label}` }));
       let plain = decompress(blob, { mediaType: layer.mediaType });
       if (options.maxUnpackedSize !== undefined) plain = plain.pipeThrough(unpacked.counter(label));
-      const result = await applyLayer(
-        target,
-        plain.pipeThrough(
-          new VerifyStream({
-            digest: diffId,
-            mismatch: (actual) =>
-              `cannot unpack ${label}: uncompressed digest mismatch: the config's diff_id is ` +
-              `${diffId}, the layer unpacks to ${actual}`,
-          }),
-        ),
-        options,
-      );
+      let result;
+      try {
+        result = await applyLayer(
+          target,
+          plain.pipeThrough(
+            new VerifyStream({
+              digest: diffId,
+              mismatch: (actual) =>
+                `cannot unpack ${label}: uncompressed digest mismatch: the config's diff_id is ` +
+                `${diffId}, the layer unpacks to ${actual}`,
+            }),
+          ),
+          options,
+        );
+      } catch (error) {
+        // A blob changed on disk mostly fails to decompress or to parse before its digest is
+        // known: say what is wrong with it, not what it broke.
+        if (!options.signal?.aborted) await verifyStored(store, layer, label, error);
+        throw error;
+      }
       options.onProgress?.({ ...event("unpacked"), entries: result.entries, bytes: result.bytes });
     }
     if (!inPlace) {
@@ -258,6 +267,35 @@ class UnpackedBytes {
         controller.enqueue(chunk);
       },
     });
+  }
+}
+
+/**
+ * Reads the stored blob of a layer that failed to unpack to its end: throws its size or digest
+ * mismatch (caused by `error`) when it is not what its descriptor says, else returns.
+ */
+async function verifyStored(
+  store: Provider,
+  layer: { digest: Digest; size: number },
+  label: string,
+  error: unknown,
+): Promise<void> {
+  if (error instanceof NotFoundError) return;
+  let stream: ReadableStream<Uint8Array>;
+  try {
+    stream = await store.read(layer.digest);
+  } catch {
+    return; // the first error says enough
+  }
+  try {
+    await stream.pipeThrough(new VerifyStream({ ...layer, label: `stored ${label}` }))
+      .pipeTo(new WritableStream());
+  } catch (mismatch) {
+    if (mismatch instanceof DigestMismatchError || mismatch instanceof SizeMismatchError) {
+      throw new (mismatch.constructor as typeof DigestMismatchError)(mismatch.message, {
+        cause: error,
+      });
+    }
   }
 }
 
