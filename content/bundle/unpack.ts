@@ -140,7 +140,12 @@ export async function unpackImage(
         );
       }
       // the blob as stored, and what it unpacks to, each checked against its digest
-      const blob = compressed.pipeThrough(new VerifyStream({ ...layer, label: `stored ${label}` }));
+      // the signal stops the stream itself, so Ctrl-C is heard inside a large entry too, and
+      // while data that nothing writes (skipped entries, what follows the end blocks) is read
+      const blob = compressed.pipeThrough(
+        new VerifyStream({ ...layer, label: `stored ${label}` }),
+        { signal: options.signal },
+      );
       let plain = decompress(blob, { mediaType: layer.mediaType });
       if (options.maxUnpackedSize !== undefined) plain = plain.pipeThrough(unpacked.counter(label));
       let result;
@@ -165,6 +170,7 @@ export async function unpackImage(
       }
       options.onProgress?.({ ...event("unpacked"), entries: result.entries, bytes: result.bytes });
     }
+    options.signal?.throwIfAborted(); // stopped after the last entry: nothing is kept either
     if (!inPlace) {
       await Deno.rename(partial, rootfs);
       renamed = true;
