@@ -101,6 +101,7 @@ export async function unpackImage(
   const rootfs = dir === "/" ? "/rootfs" : `${dir}/rootfs`;
   const bundleExisted = await Deno.lstat(dir).then(() => true, () => false);
   const bundle = await lockBundle(dir);
+  if (bundleExisted) warnIfOpen(dir, options.onWarning);
   // A new rootfs is built aside and renamed into place only once every layer is in and verified:
   // a failed or killed unpack never leaves a rootfs that looks complete.
   const partial = `${dir}/.rootfs.partial`;
@@ -213,6 +214,20 @@ async function lockBundle(dir: string): Promise<Deno.FsFile> {
     throw new LockedError(`cannot unpack into ${dir}: another unpack into it is running`);
   }
   return file;
+}
+
+/**
+ * Warns when a bundle directory that was there before is open to other users: what the image
+ * brings (setuid files, device nodes) is then theirs to run and open. It is the caller's
+ * directory: its mode is left as it is.
+ */
+function warnIfOpen(dir: string, onWarning?: (message: string) => void): void {
+  const mode = (Deno.statSync(dir).mode ?? 0) & 0o777;
+  if ((mode & 0o077) === 0) return;
+  onWarning?.(
+    `bundle directory ${dir} is open to other users (mode 0${mode.toString(8)}): the image's ` +
+      `setuid files and device nodes in it are theirs to use; a bundle dist creates is 0700`,
+  );
 }
 
 /**
