@@ -23,7 +23,7 @@ import {
 import type { ProgressEvent } from "../images/copy.ts";
 import { MAX_MANIFEST_SIZE, parseManifest } from "../images/graph.ts";
 import { removeAll } from "../internal/remove.ts";
-import { applyLayer, type ApplyLayerOptions } from "../layers/apply.ts";
+import { applyLayer, type ApplyLayerOptions, type ApplyLayerResult } from "../layers/apply.ts";
 import { decompress } from "../layers/decompress.ts";
 import type { Provider } from "../store/capabilities.ts";
 import { VerifyStream } from "../verify.ts";
@@ -149,7 +149,7 @@ export async function unpackImage(
       );
       let plain = decompress(blob, { mediaType: layer.mediaType });
       if (options.maxUnpackedSize !== undefined) plain = plain.pipeThrough(unpacked.counter(label));
-      let result;
+      let result: ApplyLayerResult;
       try {
         result = await applyLayer(
           target,

@@ -7,16 +7,16 @@ import { gzipSync } from "node:zlib";
 import { spawnDist } from "../_helpers/cli.ts";
 import { type LayoutLayer, writeImageLayout } from "../_helpers/layout.ts";
 import { writeTar } from "../../content/layers/tar_writer.ts";
-import { Digester } from "../../content/digest.ts";
 import { withTempDir } from "../_helpers/temp.ts";
 
-/** A gzip layer of several members (each part compressed alone), with the digest of the whole. */
+/**
+ * A gzip layer of several members (each part compressed alone). Its diff_id is never reached:
+ * every unpack of it is stopped, and hashing gigabytes here would only slow the test.
+ */
 function layerOfParts(parts: Uint8Array[]): LayoutLayer {
-  const digester = new Digester();
   const members: Uint8Array[] = [];
   const compressed = new Map<Uint8Array, Uint8Array>(); // a part given many times is compressed once
   for (const part of parts) {
-    digester.update(part);
     if (!compressed.has(part)) compressed.set(part, gzipSync(part, { level: 1 }));
     members.push(compressed.get(part)!);
   }
@@ -26,7 +26,7 @@ function layerOfParts(parts: Uint8Array[]): LayoutLayer {
   return {
     bytes,
     mediaType: "application/vnd.oci.image.layer.v1.tar+gzip",
-    diffId: digester.digest(),
+    diffId: `sha256:${"0".repeat(64)}`,
   };
 }
 
@@ -54,12 +54,13 @@ const exists = (path: string) => Deno.lstat(path).then(() => true, () => false);
 Deno.test("Ctrl-C or SIGTERM inside one large file or after the end blocks stops dist unpack at once", async () => {
   await withTempDir(async (dir) => {
     const zeros = new Uint8Array(32 << 20);
-    // one file of 1 GiB: a header, its body in pieces, the end blocks
-    const header = await headerOnly({ name: "big", size: 1 << 30 });
-    const oneFile = layerOfParts([header, ...Array(32).fill(zeros), new Uint8Array(1024)]);
-    // a small archive, then 2 GiB of zeros after its end blocks (read, hashed, never written)
+    // one file of 8 GiB: a header, its body in pieces, the end blocks (only a run that does not
+    // stop writes it all)
+    const header = await headerOnly({ name: "big", size: 8 * 2 ** 30 });
+    const oneFile = layerOfParts([header, ...Array(256).fill(zeros), new Uint8Array(1024)]);
+    // a small archive, then 32 GiB of zeros after its end blocks (read, hashed, never written)
     const small = await tarBytes([{ header: { name: "etc/motd" }, body: new Uint8Array(10) }]);
-    const tail = layerOfParts([small, ...Array(64).fill(zeros)]);
+    const tail = layerOfParts([small, ...Array(1024).fill(zeros)]);
     for (
       const [what, layer] of [["one large file", oneFile], ["after the end blocks", tail]] as const
     ) {
@@ -90,8 +91,9 @@ Deno.test("Ctrl-C or SIGTERM inside one large file or after the end blocks stops
         assert.equal(code, signal === "SIGINT" ? 130 : 143, label);
         assert.match(stderr, /unpack interrupted/, label);
         assert.doesNotMatch(stderr, /TypeError|resume/, label);
-        // it stops within milliseconds; running to the end of the layer took 2 s or more
-        assert.ok(seconds < 1, `${label}: exited ${seconds.toFixed(1)} s after the signal`);
+        // it stops within milliseconds (a second or so on a loaded machine); running to the end
+        // of the layer takes 10 s or more
+        assert.ok(seconds < 5, `${label}: exited ${seconds.toFixed(1)} s after the signal`);
         assert.equal(await exists(bundle), false, label);
       }
     }

@@ -43,8 +43,9 @@ Deno.test("decompress() takes 100,000 zstd frames in linear time with a small co
   const out = await unzstd(join([empties, chunked, empties]));
   const seconds = (performance.now() - started) / 1000;
   assert.deepEqual(out, join(files));
-  // a decompressor set up for every frame took 186 s here; one call a frame, about 4 s
-  assert.ok(seconds < 12, `${seconds.toFixed(1)} s for 220,000 frames`);
+  // a decompressor set up for every frame took 186 s here; one call a frame, about 4 s (the
+  // bound leaves room for a loaded machine)
+  assert.ok(seconds < 60, `${seconds.toFixed(1)} s for 220,000 frames`);
 });
 
 Deno.test("decompress() streams a small zstd frame that inflates far, and refuses a corrupt one", async () => {
