@@ -17,12 +17,13 @@ import {
   InvalidArgumentError,
   LockedError,
   NotFoundError,
+  SizeMismatchError,
   UnsupportedError,
 } from "../errors.ts";
 import type { ProgressEvent } from "../images/copy.ts";
 import { MAX_MANIFEST_SIZE, parseManifest } from "../images/graph.ts";
 import { removeAll } from "../internal/remove.ts";
-import { applyLayer, type ApplyLayerOptions } from "../layers/apply.ts";
+import { applyLayer, type ApplyLayerOptions, type ApplyLayerResult } from "../layers/apply.ts";
 import { decompress } from "../layers/decompress.ts";
 import type { Provider } from "../store/capabilities.ts";
 import { VerifyStream } from "../verify.ts";
@@ -100,6 +101,7 @@ export async function unpackImage(
   const rootfs = dir === "/" ? "/rootfs" : `${dir}/rootfs`;
   const bundleExisted = await Deno.lstat(dir).then(() => true, () => false);
   const bundle = await lockBundle(dir);
+  if (bundleExisted) warnIfOpen(dir, options.onWarning);
   // A new rootfs is built aside and renamed into place only once every layer is in and verified:
   // a failed or killed unpack never leaves a rootfs that looks complete.
   const partial = `${dir}/.rootfs.partial`;
@@ -139,23 +141,37 @@ export async function unpackImage(
         );
       }
       // the blob as stored, and what it unpacks to, each checked against its digest
-      const blob = compressed.pipeThrough(new VerifyStream({ ...layer, label: `stored ${label}` }));
+      // the signal stops the stream itself, so Ctrl-C is heard inside a large entry too, and
+      // while data that nothing writes (skipped entries, what follows the end blocks) is read
+      const blob = compressed.pipeThrough(
+        new VerifyStream({ ...layer, label: `stored ${label}` }),
+        { signal: options.signal },
+      );
       let plain = decompress(blob, { mediaType: layer.mediaType });
       if (options.maxUnpackedSize !== undefined) plain = plain.pipeThrough(unpacked.counter(label));
-      const result = await applyLayer(
-        target,
-        plain.pipeThrough(
-          new VerifyStream({
-            digest: diffId,
-            mismatch: (actual) =>
-              `cannot unpack ${label}: uncompressed digest mismatch: the config's diff_id is ` +
-              `${diffId}, the layer unpacks to ${actual}`,
-          }),
-        ),
-        options,
-      );
+      let result: ApplyLayerResult;
+      try {
+        result = await applyLayer(
+          target,
+          plain.pipeThrough(
+            new VerifyStream({
+              digest: diffId,
+              mismatch: (actual) =>
+                `cannot unpack ${label}: uncompressed digest mismatch: the config's diff_id is ` +
+                `${diffId}, the layer unpacks to ${actual}`,
+            }),
+          ),
+          options,
+        );
+      } catch (error) {
+        // A blob changed on disk mostly fails to decompress or to parse before its digest is
+        // known: say what is wrong with it, not what it broke.
+        if (!options.signal?.aborted) await verifyStored(store, layer, label, error);
+        throw error;
+      }
       options.onProgress?.({ ...event("unpacked"), entries: result.entries, bytes: result.bytes });
     }
+    options.signal?.throwIfAborted(); // stopped after the last entry: nothing is kept either
     if (!inPlace) {
       await Deno.rename(partial, rootfs);
       renamed = true;
@@ -198,6 +214,20 @@ async function lockBundle(dir: string): Promise<Deno.FsFile> {
     throw new LockedError(`cannot unpack into ${dir}: another unpack into it is running`);
   }
   return file;
+}
+
+/**
+ * Warns when a bundle directory that was there before is open to other users: what the image
+ * brings (setuid files, device nodes) is then theirs to run and open. It is the caller's
+ * directory: its mode is left as it is.
+ */
+function warnIfOpen(dir: string, onWarning?: (message: string) => void): void {
+  const mode = (Deno.statSync(dir).mode ?? 0) & 0o777;
+  if ((mode & 0o077) === 0) return;
+  onWarning?.(
+    `bundle directory ${dir} is open to other users (mode 0${mode.toString(8)}): the image's ` +
+      `setuid files and device nodes in it are theirs to use; a bundle dist creates is 0700`,
+  );
 }
 
 /**
@@ -258,6 +288,35 @@ class UnpackedBytes {
         controller.enqueue(chunk);
       },
     });
+  }
+}
+
+/**
+ * Reads the stored blob of a layer that failed to unpack to its end: throws its size or digest
+ * mismatch (caused by `error`) when it is not what its descriptor says, else returns.
+ */
+async function verifyStored(
+  store: Provider,
+  layer: { digest: Digest; size: number },
+  label: string,
+  error: unknown,
+): Promise<void> {
+  if (error instanceof NotFoundError) return;
+  let stream: ReadableStream<Uint8Array>;
+  try {
+    stream = await store.read(layer.digest);
+  } catch {
+    return; // the first error says enough
+  }
+  try {
+    await stream.pipeThrough(new VerifyStream({ ...layer, label: `stored ${label}` }))
+      .pipeTo(new WritableStream());
+  } catch (mismatch) {
+    if (mismatch instanceof DigestMismatchError || mismatch instanceof SizeMismatchError) {
+      throw new (mismatch.constructor as typeof DigestMismatchError)(mismatch.message, {
+        cause: error,
+      });
+    }
   }
 }
 

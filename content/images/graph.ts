@@ -27,9 +27,14 @@ import {
   MediaType,
   type Platform,
 } from "../descriptor.ts";
-import { type Digest, isDigest, shortDigest } from "../digest.ts";
+import { type Digest, digestOf, isDigest, shortDigest } from "../digest.ts";
 import type { Provider } from "../store/capabilities.ts";
-import { CorruptContentError, NotFoundError, UnsupportedError } from "../errors.ts";
+import {
+  CorruptContentError,
+  DigestMismatchError,
+  NotFoundError,
+  UnsupportedError,
+} from "../errors.ts";
 import { formatPlatform, hostPlatform, normalizePlatform, platformRank } from "../platform.ts";
 
 /** The largest manifest or index `dist` reads into memory (the registries' common limit). */
@@ -276,6 +281,13 @@ export async function resolveManifest(
   }
   const want = normalizePlatform(options.platform ?? hostPlatform());
   const bytes = await reader.readBytes(descriptor.digest, { maxSize: MAX_MANIFEST_SIZE });
+  // a store changed on disk must not choose another manifest than the index names
+  const actual = digestOf(bytes);
+  if (actual !== descriptor.digest) {
+    throw new DigestMismatchError(
+      `cannot read index ${descriptor.digest}: the stored blob has digest ${actual}`,
+    );
+  }
   const index = parseIndex(bytes, descriptor);
   const present: ImageIndex = { ...index, manifests: [] };
   for (const entry of index.manifests) {

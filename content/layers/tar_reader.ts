@@ -2,7 +2,11 @@
  * A streaming tar reader over Web Streams.
  *
  * It understands ustar, GNU long names and long link names (`L`, `K`), PAX extended
- * headers (`x`) and global headers (`g`) including `SCHILY.xattr.*`, and base-256 numeric fields.
+ * headers (`x`) including `SCHILY.xattr.*`, global headers (`g`: their times, owner names and
+ * comments apply to later entries, nothing else), and base-256 numeric fields. It reads the
+ * entries Go's archive/tar reads from the same bytes (entries without data skip no declared
+ * size), refuses numbers that are negative or too large (ids past 32 bits), and bounds the
+ * metadata it holds in memory ({@link ReadTarOptions.maxMetadataSize}).
  * It never buffers a whole archive: entries are yielded one at a time and each entry's body is
  * handed out as views into the chunks the source produced, without copying.
  *
@@ -65,7 +69,10 @@ export interface TarHeader {
   devminor: number;
   /** Extended attributes from `SCHILY.xattr.*` PAX records, values as raw bytes. */
   xattrs: Record<string, Uint8Array<ArrayBuffer>>;
-  /** Every PAX record that applied to this entry (global and local), values as text. */
+  /**
+   * Every PAX record that applied to this entry (local ones, and the global ones that apply:
+   * `mtime`, `atime`, `uname`, `gname`, `comment`, `charset`), values as text.
+   */
   pax: Record<string, string>;
 }
 
@@ -97,6 +104,27 @@ export interface ReadTarOptions {
 /** The tar block size: headers and padded bodies are multiples of it. */
 export const BLOCK = 512;
 const decoder = new TextDecoder();
+/** The largest uid, gid, mode or device number: 32 bits, and `(uid_t)-1` means "no change". */
+const MAX_ID = 0xfffffffe;
+
+/**
+ * The global PAX records that apply to the entries after them: times, owner names and comments.
+ * The others (`size`, `path`, `linkpath`, `uid`, `gid`, `SCHILY.xattr.*`, ...) are counted and
+ * ignored: Go's archive/tar, and so containerd and Docker, apply no global record at all, and a
+ * global size, name, owner id or capability would unpack another tree than the runtime does
+ * from the same bytes (and one xattr set on every file of the layer).
+ */
+const GLOBAL_KEYS = new Set(["mtime", "atime", "uname", "gname", "comment", "charset"]);
+
+/** Entry types that carry no data, whatever size their header declares (as in Go's reader). */
+const HEADER_ONLY = new Set<TarEntryType>([
+  "link",
+  "symlink",
+  "char-device",
+  "block-device",
+  "directory",
+  "fifo",
+]);
 
 /**
  * Reads a tar archive entry by entry. Each entry's body must be consumed (or is skipped) before
@@ -124,13 +152,17 @@ class TarReader {
   #padding = 0;
   #current: Entry | undefined;
   readonly #scratch = new Uint8Array(BLOCK);
-  #globals: Map<string, Uint8Array<ArrayBuffer>> = new Map();
-  /** Bytes the global records hold together (bounded by the metadata limit). */
+  /** The size of every global record in force, key and value: bounded by the metadata limit. */
+  readonly #globalSizes: Map<string, number> = new Map();
+  /** Bytes the global records hold together. */
   #globalBytes = 0;
+  /** The global records that apply to entries ({@link GLOBAL_KEYS}), decoded once. */
+  #globalValues: Record<string, string> = {};
   /**
-   * The global records applied to an empty header, worked out once when they change: each entry
-   * then takes the fields and shares the xattr and PAX maps, so a large global record costs
-   * nothing per entry (50,000 entries under one big record stay linear).
+   * Those records applied to an empty header, worked out when a global header comes: each entry
+   * takes its few fields and shares its small PAX map (copied only by an entry with records of
+   * its own). Nothing here grows with the size of the global records, so both many entries
+   * under one large global record and many global headers stay linear.
    */
   #globalPatch: Partial<TarHeader> | undefined;
 
@@ -303,14 +335,19 @@ class TarReader {
       const header = parseHeader(block, typeflag, headerOffset);
       if (longName !== undefined) header.name = longName;
       if (longLink !== undefined) header.linkname = longLink;
-      if (this.#globalPatch || local) {
-        if (this.#globalPatch) Object.assign(header, this.#globalPatch);
-        // the shared maps are copied only for an entry that adds to them
-        if (local) applyPax(header, local, headerOffset, true);
-        this.#remaining = header.size;
-        this.#padding = (BLOCK - (header.size % BLOCK)) % BLOCK;
-      }
+      if (this.#globalPatch) Object.assign(header, this.#globalPatch);
+      // the shared PAX map is copied only for an entry that adds to it
+      if (local) applyPax(header, local, headerOffset, this.#globalPatch !== undefined);
       if (header.typeflag === "\0" && header.name.endsWith("/")) header.type = "directory";
+      if (HEADER_ONLY.has(header.type)) {
+        // Hardlinks, symlinks, directories, devices and FIFOs have no data, whatever size they
+        // declare: the next header follows at once, as Go's archive/tar (containerd, umoci,
+        // buildkit) reads them. Skipping a declared size would unpack other entries than the
+        // runtime does from the same bytes.
+        header.size = 0;
+      }
+      this.#remaining = header.size;
+      this.#padding = (BLOCK - (header.size % BLOCK)) % BLOCK;
       if (
         header.typeflag === "S" || header.pax["GNU.sparse.major"] !== undefined ||
         header.pax["GNU.sparse.map"] !== undefined
@@ -319,25 +356,31 @@ class TarReader {
           `cannot read sparse tar entry ${header.name}: sparse files are not supported`,
         );
       }
-      // Hardlinks, directories, devices and FIFOs carry no data we use; skip any they declare.
-      if (header.type !== "file" && header.type !== "other") {
-        await this.#skipBody();
-        header.size = 0;
-      }
       this.#current = new Entry(header, this);
       return this.#current;
     }
   }
 
-  /** Merges a global PAX header into the records every later entry starts from. */
+  /**
+   * Merges a global PAX header into the records later entries start from. Only
+   * {@link GLOBAL_KEYS} apply to entries; every record counts against the metadata limit.
+   */
   #setGlobals(records: Map<string, Uint8Array<ArrayBuffer>>, offset: number): void {
+    let values: Record<string, string> | undefined;
     for (const [key, value] of records) {
-      const before = this.#globals.get(key);
-      if (before) this.#globalBytes -= key.length + before.length;
-      if (value.length === 0) this.#globals.delete(key);
+      this.#globalBytes -= this.#globalSizes.get(key) ?? 0;
+      if (value.length === 0) this.#globalSizes.delete(key);
       else {
-        this.#globals.set(key, value);
+        this.#globalSizes.set(key, key.length + value.length);
         this.#globalBytes += key.length + value.length;
+      }
+      if (!GLOBAL_KEYS.has(key)) continue;
+      // copied, not changed: entries read before share the old map (a few keys, strings shared)
+      values ??= { ...this.#globalValues };
+      if (value.length === 0) delete values[key];
+      else {
+        values[key] = decoder.decode(value);
+        if (key === "mtime" || key === "atime") paxNumber(values[key], key, offset); // checked once
       }
     }
     if (this.#globalBytes > this.#maxMetadata) {
@@ -346,14 +389,15 @@ class TarReader {
           `${offset}, over the limit of ${this.#maxMetadata}`,
       );
     }
-    if (this.#globals.size === 0) return void (this.#globalPatch = undefined);
-    const base = emptyHeader();
-    applyPax(base, this.#globals, offset, false);
-    const patch: Partial<TarHeader> = { xattrs: base.xattrs, pax: base.pax };
-    for (const key of PAX_FIELDS) {
-      if (this.#globals.has(PAX_KEYS[key])) Object.assign(patch, { [key]: base[key] });
-    }
-    this.#globalPatch = patch;
+    if (!values) return;
+    this.#globalValues = values;
+    const { mtime, atime, uname, gname } = values;
+    const patch: Partial<TarHeader> = { pax: values };
+    if (mtime !== undefined) patch.mtime = Number(mtime);
+    if (atime !== undefined) patch.atime = Number(atime);
+    if (uname !== undefined) patch.uname = uname;
+    if (gname !== undefined) patch.gname = gname;
+    this.#globalPatch = Object.keys(values).length === 0 ? undefined : patch;
   }
 
   /** Reads what follows the end-of-archive marker (padding to the record size) and drops it. */
@@ -462,7 +506,7 @@ function parseNumber(
     if (negative) value = -(value + 1);
     if (!Number.isSafeInteger(value)) {
       throw new CorruptContentError(
-        `invalid tar header at offset ${offset}: ${field} out of range`,
+        `invalid tar header at offset ${offset}${entryOf(block)}: ${field} out of range`,
       );
     }
     return value;
@@ -476,7 +520,7 @@ function parseNumber(
     if (c === 0x20 || c === 0) break;
     if (c < 0x30 || c > 0x37) {
       throw new CorruptContentError(
-        `invalid tar header at offset ${offset}: ${field} is not an octal number`,
+        `invalid tar header at offset ${offset}${entryOf(block)}: ${field} is not an octal number`,
       );
     }
     value = value * 8 + (c - 0x30);
@@ -486,7 +530,8 @@ function parseNumber(
 
 /**
  * A numeric field that counts something (a size, an id, a mode): never negative, whatever a
- * base-256 field says. A negative size would step the reader back onto the same header forever.
+ * base-256 field says (a negative size would step the reader back onto the same header
+ * forever), and at most `max` (an id past 32 bits would wrap to another owner, root included).
  */
 function parseCount(
   block: Uint8Array,
@@ -494,50 +539,24 @@ function parseCount(
   length: number,
   field: string,
   offset: number,
+  max = Number.MAX_SAFE_INTEGER,
 ): number {
   const value = parseNumber(block, start, length, field, offset);
-  if (value < 0) {
+  if (value < 0 || value > max) {
     throw new CorruptContentError(
-      `invalid tar header at offset ${offset}: negative ${field} ${value}`,
+      `invalid tar header at offset ${offset}${entryOf(block)}: ${
+        value < 0 ? "negative" : "out of range"
+      } ${field} ${value}`,
     );
   }
   return value;
 }
 
-/** A header with nothing in it, for global PAX records to be applied to. */
-function emptyHeader(): TarHeader {
-  return {
-    name: "",
-    type: "file",
-    typeflag: "0",
-    mode: 0,
-    uid: 0,
-    gid: 0,
-    size: 0,
-    mtime: 0,
-    linkname: "",
-    uname: "",
-    gname: "",
-    devmajor: 0,
-    devminor: 0,
-    xattrs: {},
-    pax: {},
-  };
+/** `" (entry NAME)"` for errors about a header block, from its name field. */
+function entryOf(block: Uint8Array): string {
+  const name = cString(block, 0, 100);
+  return name === "" ? "" : ` (entry ${JSON.stringify(name)})`;
 }
-
-/** The header fields PAX records set, and the record that sets each. */
-const PAX_KEYS = {
-  name: "path",
-  linkname: "linkpath",
-  size: "size",
-  uid: "uid",
-  gid: "gid",
-  uname: "uname",
-  gname: "gname",
-  mtime: "mtime",
-  atime: "atime",
-} as const;
-const PAX_FIELDS = Object.keys(PAX_KEYS) as (keyof typeof PAX_KEYS)[];
 
 const TYPES: Record<string, TarEntryType> = {
   "0": "file",
@@ -560,16 +579,16 @@ function parseHeader(block: Uint8Array, typeflag: string, offset: number): TarHe
     name,
     type: TYPES[typeflag] ?? "other",
     typeflag,
-    mode: parseCount(block, 100, 8, "mode", offset) & 0o7777,
-    uid: parseCount(block, 108, 8, "uid", offset),
-    gid: parseCount(block, 116, 8, "gid", offset),
+    mode: parseCount(block, 100, 8, "mode", offset, MAX_ID) & 0o7777,
+    uid: parseCount(block, 108, 8, "uid", offset, MAX_ID),
+    gid: parseCount(block, 116, 8, "gid", offset, MAX_ID),
     size: parseCount(block, 124, 12, "size", offset),
     mtime: parseNumber(block, 136, 12, "mtime", offset),
     linkname: cString(block, 157, 100),
     uname: cString(block, 265, 32),
     gname: cString(block, 297, 32),
-    devmajor: parseCount(block, 329, 8, "devmajor", offset),
-    devminor: parseCount(block, 337, 8, "devminor", offset),
+    devmajor: parseCount(block, 329, 8, "devmajor", offset, MAX_ID),
+    devminor: parseCount(block, 337, 8, "devminor", offset, MAX_ID),
     xattrs: {},
     pax: {},
   };
@@ -605,15 +624,23 @@ function parsePax(bytes: Uint8Array, offset: number): Map<string, Uint8Array<Arr
   return records;
 }
 
-/** A PAX number: a decimal count (`size`, `uid`, `gid`) or time (seconds, with a fraction). */
+/**
+ * A PAX number: a decimal count (`size`; `uid` and `gid`, at most 32 bits) or a time (seconds,
+ * with a fraction).
+ */
 function paxNumber(value: string, key: string, offset: number): number {
   const count = key === "size" || key === "uid" || key === "gid";
   const n = Number(value);
   if (!(count ? /^\d+$/ : /^-?\d+(\.\d+)?$/).test(value) || !Number.isSafeInteger(Math.trunc(n))) {
     throw new CorruptContentError(
       `invalid tar archive: PAX ${key} ${
-        JSON.stringify(value)
+        JSON.stringify(value.length > 40 ? value.slice(0, 40) + "..." : value)
       } at offset ${offset} is not a number`,
+    );
+  }
+  if ((key === "uid" || key === "gid") && n > MAX_ID) {
+    throw new CorruptContentError(
+      `invalid tar archive: PAX ${key} ${value} at offset ${offset} is out of range`,
     );
   }
   return n;
