@@ -8,4 +8,5 @@ export * from "./bytes.ts";
 export * from "./chunk_reader.ts";
 export * from "./env.ts";
 export * from "./file_stream.ts";
+export * from "./path.ts";
 export * from "./sleep.ts";

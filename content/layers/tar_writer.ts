@@ -9,7 +9,8 @@
  * const archive = writeTar([
  *   { header: { name: "hello.txt" }, body: new TextEncoder().encode("hello\n") },
  * ]);
- * console.assert((await new Response(archive).arrayBuffer()).byteLength === 3 * 512);
+ * // a header block, the body padded to a block, and the two end blocks
+ * console.assert((await new Response(archive).arrayBuffer()).byteLength === 4 * 512);
  * ```
  *
  * @module

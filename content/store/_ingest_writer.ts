@@ -4,7 +4,6 @@
  *
  * @module
  */
-import { dirname } from "node:path";
 import { type Digest, type DigestAlgorithm, digestAlgorithm, Digester } from "../digest.ts";
 import {
   AlreadyExistsError,
@@ -25,6 +24,7 @@ import {
   writeSmallFileAtomic,
 } from "./_ingest.ts";
 import { writeLockInfo } from "./_lock.ts";
+import { parentDirectory } from "../internal/path.ts";
 
 const encoder = new TextEncoder();
 /**
@@ -314,7 +314,7 @@ export class IngestWriter implements Writer {
     await this.#syncing;
     if (this.#syncError) throw this.#syncError;
     await this.#data.syncData();
-    const blobDir = dirname(target);
+    const blobDir = parentDirectory(target);
     const source = `${this.#options.dir}/data`;
     try {
       Deno.renameSync(source, target);

@@ -25,7 +25,6 @@
  *
  * @module
  */
-import { resolve } from "node:path";
 import {
   type Digest,
   type DigestAlgorithm,
@@ -70,6 +69,7 @@ import { readLockInfo, tryLockDir } from "./_lock.ts";
 import { sleep } from "../internal/sleep.ts";
 import { requirePermission } from "../internal/env.ts";
 import { syncDirectory } from "../internal/file_stream.ts";
+import { absolutePath } from "../internal/path.ts";
 
 /** Options of {@link Store.open}. */
 export interface OpenOptions {
@@ -137,7 +137,7 @@ export class Store implements Provider, Ingester, Manager, IngestManager {
   // deno-lint-ignore require-await
   static async open(root: string, options: OpenOptions = {}): Promise<Store> {
     // small local calls, made synchronously (see _lock.ts): every command opens the store
-    const store = new Store(resolve(root));
+    const store = new Store(absolutePath(root));
     const create = options.create ?? true;
     // asked first: on a terminal Deno would prompt for a store --allow-read/--allow-write misses
     const where = JSON.stringify(store.root);
