@@ -1,22 +1,21 @@
 /**
  * Basic authentication for `dist serve` from an htpasswd file of bcrypt hashes, as the
- * distribution registry reads it (`htpasswd -B`). Hashes are checked with bcryptjs, loaded only
- * when a file is given; a credential that passed is remembered, as bcrypt is slow on purpose.
+ * distribution registry reads it (`htpasswd -B`). A credential that passed is remembered, as
+ * bcrypt is slow on purpose.
  *
  * @module
  */
 import { InvalidArgumentError } from "../../content/errors.ts";
 import { ServeError } from "./errors.ts";
+import { bcryptMatches, isBcryptHash } from "./bcrypt.ts";
 
 /** Checks `Authorization` headers against the users of an htpasswd file. */
 export class Htpasswd {
   readonly #users: Map<string, string>;
-  readonly #compare: (password: string, hash: string) => boolean;
   readonly #passed = new Set<string>();
 
-  private constructor(users: Map<string, string>, compare: (p: string, h: string) => boolean) {
+  private constructor(users: Map<string, string>) {
     this.#users = users;
-    this.#compare = compare;
   }
 
   /** Reads `path`: `user:$2y$…` lines; only bcrypt hashes are accepted. */
@@ -34,15 +33,14 @@ export class Htpasswd {
       if (line.trim() === "" || line.startsWith("#")) continue;
       const colon = line.indexOf(":");
       const hash = line.slice(colon + 1).trim();
-      if (colon <= 0 || !/^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$/.test(hash)) {
+      if (colon <= 0 || !isBcryptHash(hash)) {
         throw new InvalidArgumentError(
           `invalid htpasswd file ${path} line ${i + 1}: want user:bcrypt-hash (htpasswd -B)`,
         );
       }
       users.set(line.slice(0, colon), hash);
     }
-    const { default: bcrypt } = await import("bcryptjs");
-    return new Htpasswd(users, (password, hash) => bcrypt.compareSync(password, hash));
+    return new Htpasswd(users);
   }
 
   /** Throws a 401 with a Basic challenge unless `header` names a user with the right password. */
@@ -62,7 +60,7 @@ export class Htpasswd {
     }
     const colon = decoded.indexOf(":");
     const hash = this.#users.get(decoded.slice(0, colon));
-    if (colon < 0 || hash === undefined || !this.#compare(decoded.slice(colon + 1), hash)) {
+    if (colon < 0 || hash === undefined || !bcryptMatches(decoded.slice(colon + 1), hash)) {
       throw refuse();
     }
     this.#passed.add(header!);
