@@ -112,7 +112,9 @@ function encode64(bytes: Uint8Array): string {
 function cycledWords(bytes: Uint8Array, count: number): Uint32Array {
   const words = new Uint32Array(count);
   for (let i = 0, at = 0; i < count; i++) {
-    for (let j = 0; j < 4; j++, at = (at + 1) % bytes.length) words[i] = (words[i] << 8) | bytes[at];
+    for (let j = 0; j < 4; j++, at = (at + 1) % bytes.length) {
+      words[i] = (words[i] << 8) | bytes[at];
+    }
   }
   return words;
 }
