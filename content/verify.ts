@@ -49,13 +49,13 @@ export class Verifier {
   }
 
   /** Throws {@link SizeMismatchError} or {@link DigestMismatchError} unless all matched. */
-  finish(): void {
+  async finish(): Promise<void> {
     if (this.#options.size !== undefined && this.#received !== this.#options.size) {
       throw new SizeMismatchError(
         `cannot verify ${this.#label}: expected size ${this.#options.size}, got ${this.#received}`,
       );
     }
-    const actual = this.#digester.digest();
+    const actual = await this.#digester.finish();
     if (actual !== this.#options.digest) {
       throw new DigestMismatchError(
         this.#options.mismatch?.(actual) ??

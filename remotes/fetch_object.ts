@@ -77,6 +77,6 @@ export async function fetchObject(
     await chunks.cancel(error);
     throw error;
   }
-  verifier.finish();
+  await verifier.finish();
   return desc;
 }

@@ -42,7 +42,7 @@
  * @module
  */
 import type { Descriptor } from "../descriptor.ts";
-import { type Digest, digestOf } from "../digest.ts";
+import { type Digest, digestOf, preloadNativeHash } from "../digest.ts";
 import {
   AlreadyExistsError,
   DigestMismatchError,
@@ -477,6 +477,7 @@ export class StoreTarget implements CopyTarget {
   readonly #store: Provider & Ingester;
   readonly #claim?: (digest: Digest) => void;
   readonly #buffers: Uint8Array<ArrayBuffer>[] = [];
+  readonly #hashReady: Promise<void>;
 
   /**
    * Writes into `store`. `claim` is told every digest before the store is asked for it: a lease
@@ -485,6 +486,9 @@ export class StoreTarget implements CopyTarget {
   constructor(store: Provider & Ingester, claim?: (digest: Digest) => void) {
     this.#store = store;
     this.#claim = claim;
+    // Everything written here is hashed: the native hasher loads now, while the manifest is on
+    // its way, rather than each blob being collected for a one-shot hash (see Digester).
+    this.#hashReady = preloadNativeHash();
   }
 
   has(descriptor: Descriptor): Promise<boolean> {
@@ -521,6 +525,7 @@ export class StoreTarget implements CopyTarget {
     source: CopySource,
     context: WriteContext,
   ): Promise<"done" | "exists"> {
+    await this.#hashReady;
     const writer = await this.#openWriter(descriptor, context);
     if (!writer) return "exists";
     // Only the transfer takes a slot: opening the ingest (or waiting for another process's lock

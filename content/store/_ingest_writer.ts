@@ -289,7 +289,7 @@ export class IngestWriter implements Writer {
     }
     this.#state = "broken"; // until it is done: the digester is spent either way
     const actual = digestAlgorithm(digest) === this.#algorithm
-      ? this.#digester.digest()
+      ? await this.#digester.finish()
       : (await hashFile(this.#data, digestAlgorithm(digest))).digest();
     if (actual !== digest) {
       this.#restart();

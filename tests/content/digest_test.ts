@@ -41,18 +41,20 @@ Deno.test("sha256: every length to 300 bytes, in pieces of 1 to 70 bytes, matche
   }
 });
 
-Deno.test("Digester: small content, content crossing to the native hasher, and a reused buffer", () => {
+Deno.test("Digester: small content, content crossing to the native hasher, and a reused buffer", async () => {
   for (const size of [0, 1000, SMALL_CONTENT, SMALL_CONTENT + 1, 3 * SMALL_CONTENT + 5]) {
     const content = seededBytes(size, size);
-    const digester = new Digester();
+    const [digester, waiting] = [new Digester(), new Digester()];
     const buffer = new Uint8Array(100_000); // the caller reuses it, as stdin reading does
     for (let at = 0; at < size; at += buffer.length) {
       const piece = content.subarray(at, at + buffer.length);
       buffer.set(piece);
       digester.update(buffer.subarray(0, piece.length));
+      waiting.update(buffer.subarray(0, piece.length));
       if (at === 0) assert.equal(digester.peek(), `sha256:${nativeHex(piece)}`);
     }
     assert.equal(digester.digest(), `sha256:${nativeHex(content)}`, `size ${size}`);
+    assert.equal(await waiting.finish(), `sha256:${nativeHex(content)}`, `size ${size}`);
   }
 });
 
