@@ -2,7 +2,7 @@
  * Layer decompression by media type: gzip, zstd or none, sniffing the magic bytes when the media
  * type does not say.
  *
- * Uses `node:zlib` (`createGunzip` with 1 MiB output chunks inflates faster than
+ * Uses `node:zlib` (`createGunzip` with 256 KiB output chunks inflates faster than
  * `DecompressionStream`, and `DecompressionStream` has no zstd) behind a Web Streams interface.
  *
  * @example
@@ -31,7 +31,7 @@ export interface DecompressOptions {
   compression?: Compression;
 }
 
-const OUTPUT_CHUNK = 1 << 20;
+const OUTPUT_CHUNK = 1 << 18;
 
 /**
  * The compression a media type names, or undefined when it does not say (e.g.
