@@ -28,7 +28,17 @@ export function benchConfig(layers: { digest: string }[]): Uint8Array<ArrayBuffe
 export async function buildBundle(dir: string): Promise<string> {
   const bundle = `${dir}/dist.js`;
   const built = await new Deno.Command(Deno.execPath(), {
-    args: ["bundle", "--quiet", "--platform", "deno", "--minify", "--keep-names", "-o", bundle, "cli.ts"],
+    args: [
+      "bundle",
+      "--quiet",
+      "--platform",
+      "deno",
+      "--minify",
+      "--keep-names",
+      "-o",
+      bundle,
+      "cli.ts",
+    ],
     cwd: new URL("../", import.meta.url).pathname,
   }).output();
   if (!built.success) throw new Error(new TextDecoder().decode(built.stderr));

@@ -60,7 +60,17 @@ async function workspace(dir: string, images: string[]): Promise<Workspace> {
   // the release's dist.js, which the workflow downloads with curl (here from a file:// URL)
   const bundle = `${dir}/dist.js`;
   const built = await new Deno.Command(Deno.execPath(), {
-    args: ["bundle", "--quiet", "--platform", "deno", "--minify", "--keep-names", "-o", bundle, "cli.ts"],
+    args: [
+      "bundle",
+      "--quiet",
+      "--platform",
+      "deno",
+      "--minify",
+      "--keep-names",
+      "-o",
+      bundle,
+      "cli.ts",
+    ],
     cwd: PROJECT,
   }).output();
   assert.ok(built.success, new TextDecoder().decode(built.stderr));

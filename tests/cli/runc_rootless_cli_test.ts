@@ -96,7 +96,17 @@ Deno.test({
         const deno = `${home}/deno`;
         await Deno.link(Deno.execPath(), deno).catch(() => Deno.copyFile(Deno.execPath(), deno));
         const bundled = await new Deno.Command(Deno.execPath(), {
-          args: ["bundle", "--quiet", "--platform", "deno", "--minify", "--keep-names", "-o", `${home}/dist.js`, "cli.ts"],
+          args: [
+            "bundle",
+            "--quiet",
+            "--platform",
+            "deno",
+            "--minify",
+            "--keep-names",
+            "-o",
+            `${home}/dist.js`,
+            "cli.ts",
+          ],
           cwd: PROJECT,
         }).output();
         assert.ok(bundled.success, decoder.decode(bundled.stderr));

@@ -153,7 +153,17 @@ Deno.test("the bundle runs a real fetch with an empty DENO_DIR", async () => {
   await withAppImage((registry) =>
     withTempDir(async (dir) => {
       const bundle = await new Deno.Command(DENO, {
-        args: ["bundle", "--quiet", "--platform", "deno", "--minify", "--keep-names", "-o", `${dir}/dist.js`, "cli.ts"],
+        args: [
+          "bundle",
+          "--quiet",
+          "--platform",
+          "deno",
+          "--minify",
+          "--keep-names",
+          "-o",
+          `${dir}/dist.js`,
+          "cli.ts",
+        ],
         cwd: PROJECT,
       }).output();
       assert.ok(bundle.success, new TextDecoder().decode(bundle.stderr));
