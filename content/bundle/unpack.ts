@@ -24,10 +24,10 @@ import type { ProgressEvent } from "../images/copy.ts";
 import { MAX_MANIFEST_SIZE, parseManifest } from "../images/graph.ts";
 import { removeAll } from "../internal/remove.ts";
 import { applyLayer, type ApplyLayerOptions, type ApplyLayerResult } from "../layers/apply.ts";
-import { decompress } from "../layers/decompress.ts";
 import type { Provider } from "../store/capabilities.ts";
 import { VerifyStream } from "../verify.ts";
 import { type ImageConfig, type RuntimeOptions, writeRuntimeConfig } from "./runtime_spec.ts";
+import { readLayer } from "./_layer_reader.ts";
 
 /** Options for {@link unpackImage}. */
 export interface UnpackImageOptions extends ApplyLayerOptions {
@@ -130,9 +130,14 @@ export async function unpackImage(
       });
       options.onProgress?.(event("unpacking"));
       const label = `layer ${i + 1}/${layers.length} ${layer.digest}`;
-      let compressed: ReadableStream<Uint8Array>;
+      let tar: ReadableStream<Uint8Array>;
       try {
-        compressed = await store.read(layer.digest);
+        tar = await readLayer(store, layer, {
+          label,
+          diffId,
+          count: unpacked.counter(label),
+          signal: options.signal,
+        });
       } catch (error) {
         if (!(error instanceof NotFoundError)) throw error;
         throw new NotFoundError(
@@ -140,29 +145,9 @@ export async function unpackImage(
           { cause: error },
         );
       }
-      // the blob as stored, and what it unpacks to, each checked against its digest
-      // the signal stops the stream itself, so Ctrl-C is heard inside a large entry too, and
-      // while data that nothing writes (skipped entries, what follows the end blocks) is read
-      const blob = compressed.pipeThrough(
-        new VerifyStream({ ...layer, label: `stored ${label}` }),
-        { signal: options.signal },
-      );
-      let plain = decompress(blob, { mediaType: layer.mediaType });
-      if (options.maxUnpackedSize !== undefined) plain = plain.pipeThrough(unpacked.counter(label));
       let result: ApplyLayerResult;
       try {
-        result = await applyLayer(
-          target,
-          plain.pipeThrough(
-            new VerifyStream({
-              digest: diffId,
-              mismatch: (actual) =>
-                `cannot unpack ${label}: uncompressed digest mismatch: the config's diff_id is ` +
-                `${diffId}, the layer unpacks to ${actual}`,
-            }),
-          ),
-          options,
-        );
+        result = await applyLayer(target, tar, options);
       } catch (error) {
         // A blob changed on disk mostly fails to decompress or to parse before its digest is
         // known: say what is wrong with it, not what it broke.
@@ -274,20 +259,17 @@ class UnpackedBytes {
     this.#limit = limit;
   }
 
-  /** A pass-through that counts the uncompressed bytes of one layer. */
-  counter(label: string): TransformStream<Uint8Array, Uint8Array> {
-    return new TransformStream({
-      transform: (chunk, controller) => {
-        this.#total += chunk.byteLength;
-        if (this.#total > this.#limit) {
-          throw new UnsupportedError(
-            `cannot unpack ${label}: the image unpacks to more than ${this.#limit} bytes ` +
-              `(the --max-unpacked-size limit)`,
-          );
-        }
-        controller.enqueue(chunk);
-      },
-    });
+  /** Counts the uncompressed bytes of one layer; throws past the limit. */
+  counter(label: string): (bytes: number) => void {
+    return (bytes) => {
+      this.#total += bytes;
+      if (this.#total > this.#limit) {
+        throw new UnsupportedError(
+          `cannot unpack ${label}: the image unpacks to more than ${this.#limit} bytes ` +
+            `(the --max-unpacked-size limit)`,
+        );
+      }
+    };
   }
 }
 

@@ -227,20 +227,26 @@ export class Store implements Provider, Ingester, Manager, IngestManager {
       if (open) file.close();
       open = false;
     };
-    return new ReadableStream<Uint8Array>({
+    // A byte stream: a BYOB reader (such as unpack's) has the file read into a buffer it reuses;
+    // a default reader gets fresh chunks of up to READ_CHUNK bytes.
+    return new ReadableStream({
+      type: "bytes",
+      autoAllocateChunkSize: READ_CHUNK,
       async pull(controller) {
+        const request = controller.byobRequest!;
+        const view = request.view as Uint8Array;
         try {
           // blobs never change: stop at their size instead of reading once more to see the end
-          const want = Math.min(READ_CHUNK, size - position);
-          const buffer = new Uint8Array(Math.max(want, 0));
-          const n = want > 0 ? await file.read(buffer) : null;
+          const want = Math.min(view.byteLength, size - position);
+          const n = want > 0 ? await file.read(view.subarray(0, want)) : null;
           if (n === null) {
             finish();
             controller.close();
+            request.respond(0);
             return;
           }
           position += n;
-          controller.enqueue(n === buffer.length ? buffer : buffer.subarray(0, n));
+          request.respond(n);
         } catch (error) {
           finish();
           controller.error(error);

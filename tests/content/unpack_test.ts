@@ -6,6 +6,7 @@ import { readTar } from "../../content/layers/tar_reader.ts";
 import { type TarWriteEntry, writeTar } from "../../content/layers/tar_writer.ts";
 import {
   AlreadyExistsError,
+  CorruptContentError,
   DigestMismatchError,
   InvalidArgumentError,
   LockedError,
@@ -13,6 +14,7 @@ import {
   UnsafeEntryError,
 } from "../../content/errors.ts";
 import { digestOf } from "../../content/digest.ts";
+import { seededBytes } from "../_helpers/bytes.ts";
 import { requireTool, withTempDir } from "../_helpers/temp.ts";
 import { assertRejects } from "../_helpers/rejects.ts";
 import { diffTrees, snapshotTree } from "../_helpers/tree.ts";
@@ -829,5 +831,65 @@ Deno.test("unpackImage() produces the same tree as umoci unpack for real-world c
     assert.ok(expected.size > 1000, `umoci unpacked only ${expected.size} paths`);
     assert.ok(expected.has("usr/sbin/adduser/inside") && !expected.has("etc/hostname"));
     assert.deepEqual(diffTrees(expected, actual), []);
+  });
+});
+
+Deno.test("unpackImage() reads large gzip and plain layers whole: files across every buffer boundary, multi-member gzip, sniffed types", async () => {
+  await withTempDir(async (tmp) => {
+    // sizes around the 256 KiB output and 1 MiB input buffers, and many small files between them
+    const sizes = [0, 1, 511, 512, 513, 262_143, 262_144, 262_145, 1_048_575, 1_048_577, 3_000_001];
+    const files = new Map<string, Uint8Array>();
+    sizes.forEach((size, i) => files.set(`big/${i}`, seededBytes(size, i + 1)));
+    for (let i = 0; i < 300; i++) files.set(`small/${i}`, seededBytes(i * 37, 1000 + i));
+    const tar = await collectTar(
+      [...files].map(([name, body]) => ({ header: { name }, body })),
+    );
+    const gzip = layerOf(tar, "gzip");
+    // the same tar as two gzip members, cut at an odd place, as `cat a.gz b.gz` makes
+    const cut = 700_001;
+    const members = layerOf(tar, "gzip");
+    members.bytes = new Uint8Array([
+      ...layerOf(tar.subarray(0, cut), "gzip").bytes,
+      ...layerOf(tar.subarray(cut), "gzip").bytes,
+    ]);
+    // a media type that says nothing: the magic bytes decide
+    const sniffed = { ...layerOf(tar, "gzip"), mediaType: "application/octet-stream" };
+    const plain = layerOf(tar, "none");
+    for (const [name, layer] of Object.entries({ gzip, members, sniffed, plain })) {
+      const layout = `${tmp}/${name}`;
+      const image = await writeImageLayout(layout, [layer]);
+      const { rootfs } = await unpackImage(
+        await Store.open(layout),
+        image.manifest,
+        `${tmp}/b-${name}`,
+      );
+      for (const [path, body] of files) {
+        assert.deepEqual(await Deno.readFile(`${rootfs}/${path}`), body, `${name}: ${path}`);
+      }
+    }
+  });
+});
+
+Deno.test("unpackImage() names a truncated gzip layer and gzip data with garbage after it", async () => {
+  await withTempDir(async (tmp) => {
+    const tar = await collectTar([{ header: { name: "a" }, body: seededBytes(400_000, 3) }]);
+    const whole = layerOf(tar, "gzip");
+    const cases: [string, Uint8Array<ArrayBuffer>, string][] = [
+      ["truncated", whole.bytes.slice(0, whole.bytes.length - 100), "unexpected end of file"],
+      ["garbage", new Uint8Array([...whole.bytes, 1, 2, 3]), "cannot decompress gzip data"],
+    ];
+    for (const [name, bytes, message] of cases) {
+      const layout = `${tmp}/${name}`;
+      const image = await writeImageLayout(layout, [{ ...whole, bytes }]);
+      await assertRejects(
+        async () => unpackImage(await Store.open(layout), image.manifest, `${tmp}/b-${name}`),
+        CorruptContentError,
+        message,
+      );
+      assert.equal(
+        await Deno.lstat(`${tmp}/b-${name}/rootfs`).then(() => true, () => false),
+        false,
+      );
+    }
   });
 });
