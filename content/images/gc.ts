@@ -162,15 +162,22 @@ export async function collectGarbage(store: Store, options: GcOptions = {}): Pro
           `walk; fetch them again or remove their records (dist images rm NAME): ${what}`,
       );
     }
+    const unreached: Info[] = [];
+    for await (const info of store.list()) {
+      if (!reachable.has(info.digest)) unreached.push(info);
+    }
+    // what a lease that lets collection run protects (dist serve's uploads) is kept; looked at and
+    // deleted under the lease lock, so that nothing is protected in between
     const blobs: Info[] = [];
     let bytes = 0;
-    for await (const info of store.list()) {
-      if (reachable.has(info.digest)) continue;
-      blobs.push(info);
-      bytes += info.size;
-    }
-    if (!options.dryRun) {
-      for (const info of blobs) {
+    {
+      using _lock = leaseLock(store.root);
+      const leased = leasedDigests(store.root);
+      for (const info of unreached) {
+        if (leased.has(info.digest)) continue;
+        blobs.push(info);
+        bytes += info.size;
+        if (options.dryRun) continue;
         await store.delete(info.digest).catch((error) => {
           if (!(error instanceof NotFoundError)) throw error;
         });

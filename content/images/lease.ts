@@ -8,8 +8,11 @@
  * so a digest is either protected before a delete looks, or deleted before its fetch asks
  * whether the store has it (and then fetched again).
  *
- * Every lease also holds `ROOT/gc.lock` shared: garbage collection, which takes it exclusively,
- * does not run at all while a lease is held.
+ * A lease normally also holds `ROOT/gc.lock` shared: garbage collection, which takes it
+ * exclusively, does not run at all while such a lease is held. `dist serve` holds a lease that
+ * does not, for as long as it runs: it protects what clients upload, each digest for a while
+ * (a line `DIGEST UNTIL-MS`), until a manifest that uses it is recorded; garbage collection skips
+ * those digests and removes everything else.
  *
  * @module
  */
@@ -17,8 +20,8 @@ import type { Digest } from "../digest.ts";
 
 /** A hold on the store; see the module doc. */
 export interface Lease {
-  /** Marks `digest` as in use until the lease ends. */
-  protect(digest: Digest): void;
+  /** Marks `digest` as in use until the lease ends, or until the time `until` (ms) is past. */
+  protect(digest: Digest, until?: number): void;
   /** Ends the lease. */
   release(): Promise<void>;
 }
@@ -46,24 +49,36 @@ export function leaseLock(root: string): Deno.FsFile | undefined {
   return file;
 }
 
+/** Options of {@link acquireLease}. */
+export interface LeaseOptions {
+  /**
+   * Keep garbage collection out while the lease is held (default true). Without, collection
+   * runs and skips only the digests the lease protects.
+   */
+  blocksGc?: boolean;
+}
+
 /**
- * Takes a lease on the store at `root`: garbage collection waits for its end, and `delete`
- * refuses the digests it protects. Hold one from before the first blob is looked at until the
- * image is recorded.
+ * Takes a lease on the store at `root`: garbage collection waits for its end (see
+ * {@link LeaseOptions.blocksGc}), and `delete` refuses the digests it protects. Hold one from
+ * before the first blob is looked at until the image is recorded.
  */
-export async function acquireLease(root: string): Promise<Lease> {
+export async function acquireLease(root: string, options: LeaseOptions = {}): Promise<Lease> {
   await Deno.mkdir(`${root}/leases`, { recursive: true });
-  const gc = await Deno.open(gcLockPath(root), { read: true, write: true, create: true });
-  await gc.lock(false);
+  let gc: Deno.FsFile | undefined;
+  if (options.blocksGc ?? true) {
+    gc = await Deno.open(gcLockPath(root), { read: true, write: true, create: true });
+    await gc.lock(false);
+  }
   const path = `${root}/leases/${crypto.randomUUID()}`;
   const file = Deno.openSync(path, { write: true, append: true, createNew: true });
   file.lockSync(true);
   let released = false;
   return {
-    protect(digest) {
+    protect(digest, until) {
       if (released) return;
       using _lock = leaseLock(root);
-      file.writeSync(encoder.encode(`${digest}\n`));
+      file.writeSync(encoder.encode(until === undefined ? `${digest}\n` : `${digest} ${until}\n`));
     },
     async release() {
       if (released) return;
@@ -72,8 +87,8 @@ export async function acquireLease(root: string): Promise<Lease> {
         Deno.removeSync(path);
         file.close();
       } finally {
-        await gc.unlock();
-        gc.close();
+        await gc?.unlock();
+        gc?.close();
       }
     },
   };
@@ -106,7 +121,11 @@ export function leasedDigests(root: string): Set<string> {
         continue;
       }
       const text = new TextDecoder().decode(Deno.readFileSync(path));
-      for (const line of text.split("\n")) if (line) digests.add(line);
+      const now = Date.now();
+      for (const line of text.split("\n")) {
+        const [digest, until] = line.split(" ");
+        if (digest && (until === undefined || Number(until) > now)) digests.add(digest);
+      }
     } finally {
       file.close();
     }

@@ -16,7 +16,14 @@ import type { Digest } from "../../content/digest.ts";
 import { walkImage } from "../../content/images/graph.ts";
 import { type ImageRecord, Images } from "../../content/images/records.ts";
 import { parseReference } from "../../content/reference.ts";
+import type { Lease } from "../../content/images/lease.ts";
 import type { Store } from "../../content/store/store.ts";
+
+/**
+ * How long an uploaded blob is kept from garbage collection without a manifest that uses it: a
+ * push sends its manifest seconds after its blobs; an hour covers a slow or resumed one.
+ */
+const UPLOAD_GRACE_MS = 60 * 60 * 1000;
 
 /** Settings of the server. */
 export interface ServeSettings {
@@ -39,11 +46,22 @@ export class ServeContext {
   readonly store: Store;
   readonly images: Images;
   readonly settings: ServeSettings;
+  readonly #lease?: Lease;
 
-  constructor(store: Store, settings: ServeSettings) {
+  /** `lease` (one that lets garbage collection run) protects what clients upload. */
+  constructor(store: Store, settings: ServeSettings, lease?: Lease) {
     this.store = store;
     this.images = new Images(store.root);
     this.settings = settings;
+    this.#lease = lease;
+  }
+
+  /**
+   * Keeps `digest` from garbage collection for a while: a blob or manifest a client is putting
+   * here, which no record uses until its manifest (or tag) comes. Called before it is written.
+   */
+  protectUpload(digest: Digest): void {
+    this.#lease?.protect(digest, Date.now() + UPLOAD_GRACE_MS);
   }
 
   /** Every record that names a repository, sorted by record name. */

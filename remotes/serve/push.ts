@@ -61,9 +61,12 @@ export async function startUpload(
   requirePush(ctx);
   const params = new URL(req.url).searchParams;
   const mount = params.get("mount");
-  if (mount !== null && isDigest(mount) && (await ctx.store.has(mount))) {
-    await req.body?.cancel();
-    return blobCreated(name, mount);
+  if (mount !== null && isDigest(mount)) {
+    ctx.protectUpload(mount); // before looking: what it finds stays until its manifest comes
+    if (await ctx.store.has(mount)) {
+      await req.body?.cancel();
+      return blobCreated(name, mount);
+    }
   }
   const digest = params.get("digest");
   if (digest !== null) {
@@ -186,6 +189,7 @@ async function finish(
   const writer = await openWriter(ctx, ref);
   try {
     await append(writer, body);
+    ctx.protectUpload(digest);
     await writer.commit(writer.offset, digest);
   } catch (error) {
     if (error instanceof AlreadyExistsError) return; // the same content, from another upload
@@ -248,6 +252,7 @@ export async function putManifest(
   }
   const mediaType = (req.headers.get("content-type") ?? "").split(";")[0].trim() ||
     (typeof value?.mediaType === "string" ? value.mediaType : MediaType.ociManifest);
+  ctx.protectUpload(digest); // until its record is written
   await checkReferences(ctx, value);
   await writeBlob(ctx.store, `manifest-${digest}`, [bytes], { digest, size: bytes.length });
   const descriptor: Descriptor = { mediaType, digest, size: bytes.length };

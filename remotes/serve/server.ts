@@ -18,6 +18,7 @@
  */
 import { isLoopbackHost } from "../../content/reference.ts";
 import { InvalidArgumentError } from "../../content/errors.ts";
+import { acquireLease } from "../../content/images/lease.ts";
 import type { Store } from "../../content/store/store.ts";
 import { Htpasswd } from "./auth.ts";
 import { ServeContext, type ServeSettings } from "./context.ts";
@@ -156,10 +157,12 @@ export async function serveStore(
     );
   }
   const auth = options.htpasswd ? await Htpasswd.load(options.htpasswd) : undefined;
+  // uploads are kept from `dist prune` until their manifests come, as long as the server runs
+  const lease = options.allowPush ? await acquireLease(store.root, { blocksGc: false }) : undefined;
   const ctx = new ServeContext(store, {
     allowPush: options.allowPush ?? false,
     allowDelete: options.allowDelete ?? false,
-  });
+  }, lease);
   const handler = async (req: Request): Promise<Response> => {
     const started = performance.now();
     let response: Response;
@@ -190,11 +193,20 @@ export async function serveStore(
     options.onListen?.(where);
   };
   const common = { signal: options.signal, onListen };
-  if (options.path !== undefined) return Deno.serve({ ...common, path: options.path }, handler);
-  return Deno.serve({
-    ...common,
-    hostname,
-    port: options.port ?? 5000,
-    ...(tls ? { cert: options.cert!, key: options.key! } : {}),
-  }, handler);
+  let server: Deno.HttpServer;
+  try {
+    server = options.path !== undefined
+      ? Deno.serve({ ...common, path: options.path }, handler)
+      : Deno.serve({
+        ...common,
+        hostname,
+        port: options.port ?? 5000,
+        ...(tls ? { cert: options.cert!, key: options.key! } : {}),
+      }, handler);
+  } catch (error) {
+    await lease?.release();
+    throw error;
+  }
+  if (lease) server.finished.then(() => lease.release(), () => lease.release());
+  return server;
 }

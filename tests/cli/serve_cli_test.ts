@@ -244,3 +244,49 @@ Deno.test("dist serve under 20 pullers and 5 pushers: no 5xx, no corrupt blob, n
     }
   });
 });
+
+Deno.test("dist prune keeps what clients uploaded to dist serve until its manifest comes, and collects the rest", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dist-serve-" });
+  const root = `${dir}/served`;
+  const served = await startServe(root, ["--allow-push"]);
+  let stopped = false;
+  try {
+    // a layer pushed, its manifest not yet: prune meanwhile must not take the layer
+    const layer = seededBytes(100_000, 11);
+    const digest = digestOf(layer);
+    const put = await fetch(`${served.url}/v2/wip/app/blobs/uploads/?digest=${digest}`, {
+      method: "POST",
+      body: layer,
+    });
+    assert.equal(put.status, 201);
+    // garbage of the store's own: a blob ingested with no image and no upload behind it
+    const stray = seededBytes(5_000, 12);
+    const ingested = await runDist([
+      "ingest",
+      "--root",
+      root,
+      "--expected-digest",
+      digestOf(stray),
+      "--expected-size",
+      String(stray.length),
+      "stray",
+    ], { stdin: stray });
+    assert.equal(ingested.code, 0, ingested.stderr);
+    const pruned = await runDist(["prune", "--root", root]);
+    assert.equal(pruned.code, 0, pruned.stderr);
+    assert.match(pruned.stdout, new RegExp(`removed blob ${digestOf(stray)}`));
+    assert.doesNotMatch(pruned.stdout, new RegExp(digest));
+    assert.equal(
+      (await fetch(`${served.url}/v2/wip/app/blobs/${digest}`, { method: "HEAD" })).status,
+      200,
+    );
+    // once the server is gone, nothing keeps the unused layer
+    await served.stop();
+    stopped = true;
+    const later = await runDist(["prune", "--root", root]);
+    assert.match(later.stdout, new RegExp(`removed blob ${digest}`), later.stdout);
+  } finally {
+    if (!stopped) await served.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});

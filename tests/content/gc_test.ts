@@ -145,6 +145,26 @@ Deno.test("collectGarbage() refuses to run while a fetch holds a lease", async (
   });
 });
 
+Deno.test("collectGarbage() runs beside a lease that lets it, keeping what it protects until then", async () => {
+  await withTempDir(async (dir) => {
+    const store = await Store.open(dir);
+    const kept = await putBlob(store, MediaType.ociLayer, seededBytes(10, 1));
+    const expired = await putBlob(store, MediaType.ociLayer, seededBytes(10, 2));
+    const stray = await putBlob(store, MediaType.ociLayer, seededBytes(10, 3));
+    const lease = await acquireLease(store.root, { blocksGc: false });
+    try {
+      lease.protect(kept.digest, Date.now() + 60_000);
+      lease.protect(expired.digest, Date.now() - 1);
+      const removed = (await collectGarbage(store)).blobs.map((b) => b.digest).sort();
+      assert.deepEqual(removed, [expired.digest, stray.digest].sort());
+      assert.ok(await store.has(kept.digest));
+    } finally {
+      await lease.release();
+    }
+    assert.deepEqual((await collectGarbage(store)).blobs.map((b) => b.digest), [kept.digest]);
+  });
+});
+
 Deno.test("imageUses() names a record for each blob it reaches", async () => {
   await withTempDir(async (dir) => {
     const store = await Store.open(dir);
