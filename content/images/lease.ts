@@ -11,8 +11,8 @@
  * A lease normally also holds `ROOT/gc.lock` shared: garbage collection, which takes it
  * exclusively, does not run at all while such a lease is held. `dist serve` holds a lease that
  * does not, for as long as it runs: it protects what clients upload, each digest for a while
- * (a line `DIGEST UNTIL-MS`), until a manifest that uses it is recorded; garbage collection skips
- * those digests and removes everything else.
+ * (a line `DIGEST UNTIL-MS`; a later line about a digest replaces an earlier one), until a
+ * manifest that uses it is recorded; garbage collection skips those digests and removes the rest.
  *
  * @module
  */
@@ -22,6 +22,8 @@ import type { Digest } from "../digest.ts";
 export interface Lease {
   /** Marks `digest` as in use until the lease ends, or until the time `until` (ms) is past. */
   protect(digest: Digest, until?: number): void;
+  /** Ends this lease's protection of `digest` (others' may remain). */
+  forget(digest: Digest): void;
   /** Ends the lease. */
   release(): Promise<void>;
 }
@@ -74,12 +76,14 @@ export async function acquireLease(root: string, options: LeaseOptions = {}): Pr
   const file = Deno.openSync(path, { write: true, append: true, createNew: true });
   file.lockSync(true);
   let released = false;
+  const protect = (digest: Digest, until?: number) => {
+    if (released) return;
+    using _lock = leaseLock(root);
+    file.writeSync(encoder.encode(until === undefined ? `${digest}\n` : `${digest} ${until}\n`));
+  };
   return {
-    protect(digest, until) {
-      if (released) return;
-      using _lock = leaseLock(root);
-      file.writeSync(encoder.encode(until === undefined ? `${digest}\n` : `${digest} ${until}\n`));
-    },
+    protect,
+    forget: (digest) => protect(digest, 0),
     async release() {
       if (released) return;
       released = true;
@@ -121,11 +125,13 @@ export function leasedDigests(root: string): Set<string> {
         continue;
       }
       const text = new TextDecoder().decode(Deno.readFileSync(path));
-      const now = Date.now();
+      const untils = new Map<string, number>(); // the last line about a digest counts
       for (const line of text.split("\n")) {
         const [digest, until] = line.split(" ");
-        if (digest && (until === undefined || Number(until) > now)) digests.add(digest);
+        if (digest) untils.set(digest, until === undefined ? Infinity : Number(until));
       }
+      const now = Date.now();
+      for (const [digest, until] of untils) if (until > now) digests.add(digest);
     } finally {
       file.close();
     }

@@ -64,6 +64,11 @@ export class ServeContext {
     this.#lease?.protect(digest, Date.now() + UPLOAD_GRACE_MS);
   }
 
+  /** Ends {@link protectUpload}'s hold on `digest`: a client deletes it. */
+  forgetUpload(digest: Digest): void {
+    this.#lease?.forget(digest);
+  }
+
   /** Every record that names a repository, sorted by record name. */
   async tagged(): Promise<Tagged[]> {
     const out: Tagged[] = [];

@@ -346,6 +346,7 @@ export async function deleteManifest(
   }
   for (const { record } of doomed) await ctx.images.remove(record.name);
   if (byDigest) {
+    ctx.forgetUpload(reference);
     const remove = await blobDeleter(ctx.store);
     await remove(reference).catch((error) => {
       if (!(error instanceof InUseError)) throw error; // another image still has it: it stays
@@ -358,6 +359,7 @@ export async function deleteManifest(
 export async function deleteBlob(ctx: ServeContext, digest: string): Promise<Response> {
   requireDelete(ctx);
   if (!isDigest(digest)) throw new ServeError(400, "DIGEST_INVALID", `invalid digest ${digest}`);
+  ctx.forgetUpload(digest); // what the client asks to delete, the server no longer keeps for it
   const remove = await blobDeleter(ctx.store);
   try {
     await remove(digest);

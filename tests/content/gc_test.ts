@@ -151,12 +151,15 @@ Deno.test("collectGarbage() runs beside a lease that lets it, keeping what it pr
     const kept = await putBlob(store, MediaType.ociLayer, seededBytes(10, 1));
     const expired = await putBlob(store, MediaType.ociLayer, seededBytes(10, 2));
     const stray = await putBlob(store, MediaType.ociLayer, seededBytes(10, 3));
+    const forgotten = await putBlob(store, MediaType.ociLayer, seededBytes(10, 4));
     const lease = await acquireLease(store.root, { blocksGc: false });
     try {
       lease.protect(kept.digest, Date.now() + 60_000);
       lease.protect(expired.digest, Date.now() - 1);
+      lease.protect(forgotten.digest);
+      lease.forget(forgotten.digest);
       const removed = (await collectGarbage(store)).blobs.map((b) => b.digest).sort();
-      assert.deepEqual(removed, [expired.digest, stray.digest].sort());
+      assert.deepEqual(removed, [expired.digest, stray.digest, forgotten.digest].sort());
       assert.ok(await store.has(kept.digest));
     } finally {
       await lease.release();
