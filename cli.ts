@@ -1,6 +1,8 @@
 /**
  * `dist`: the command line over the library. Parsing, wiring and output only: every subcommand
- * is a few lines over calls into `content/` and `remotes/`.
+ * is a few lines over calls into `content/` and `remotes/`. This entry finds the command in
+ * `cli/commands.ts` and parses its flags; the command's own module (`cli/*_commands.ts`) is
+ * imported only then, so that a command loads only what it uses.
  *
  * Exit codes: 0 success, 1 failure, 2 usage error, 3 not found, 4 authentication refused; 130 and
  * 143 when Ctrl-C or SIGTERM stopped it, 141 when stdout closed before a blob or archive ended.

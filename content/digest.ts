@@ -66,8 +66,8 @@ let nativeCrypto: NativeCrypto | undefined;
 
 /**
  * Loads the native hasher now, without blocking. Worth calling early in a command that will hash
- * many blobs: until it is loaded, content up to {@link SMALL_CONTENT} bytes is hashed in
- * TypeScript, 8× slower.
+ * many blobs: until it is loaded, content up to {@link SMALL_CONTENT} bytes is collected and
+ * hashed whole at its end (see {@link Digester}), which costs a copy of it.
  */
 export async function preloadNativeHash(): Promise<void> {
   nativeCrypto ??= await import("node:crypto");
@@ -90,8 +90,8 @@ export const SMALL_CONTENT = 1 << 20;
  * An incremental hasher that yields a {@link Digest}.
  *
  * Until the native hasher is loaded, sha256 bytes are only collected; past
- * {@link SMALL_CONTENT} they go to the native hasher (loading it), and when the content ends
- * below that they are hashed in TypeScript.
+ * {@link SMALL_CONTENT} they go to the native hasher (loading it). Content that ends below that
+ * is hashed by Web Crypto ({@link Digester.finish}) or, for synchronous callers, in TypeScript.
  */
 export class Digester {
   readonly #algorithm: DigestAlgorithm;

@@ -60,6 +60,7 @@ export async function readLayer(
   let chunk = first; // input not yet inflated: chunk[at, chunk.length)
   let at = 0;
   let ended = false;
+  let trailing = false;
   if (chunk) blob.update(chunk);
   const hand = (controller: ReadableStreamDefaultController<Uint8Array>, piece: Uint8Array) => {
     plain.update(piece);
@@ -94,10 +95,20 @@ export async function readLayer(
             at = chunk!.length;
             return hand(controller, piece);
           }
+          if (trailing) { // after the gzip data only zeros may follow, as gzip and Node allow
+            if (ended) break;
+            if (chunk!.subarray(at).some((byte) => byte !== 0)) {
+              throw new CorruptContentError("cannot decompress gzip data: data after its end");
+            }
+            at = chunk!.length;
+            continue;
+          }
           const produced = zlib.inflate(ended ? undefined : chunk!.subarray(at), out);
           at += produced.read;
           if (produced.written > 0) return hand(controller, out.subarray(0, produced.written));
           if (ended) break; // finished: nothing more came out
+          // input left that the inflater no longer takes: the gzip data has ended
+          if (produced.read === 0 && at < chunk!.length) trailing = true;
         }
         await plain.finish();
         await close();

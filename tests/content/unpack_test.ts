@@ -855,7 +855,10 @@ Deno.test("unpackImage() reads large gzip and plain layers whole: files across e
     // a media type that says nothing: the magic bytes decide
     const sniffed = { ...layerOf(tar, "gzip"), mediaType: "application/octet-stream" };
     const plain = layerOf(tar, "none");
-    for (const [name, layer] of Object.entries({ gzip, members, sniffed, plain })) {
+    // zeros after the gzip data, which gzip and Node ignore
+    const padded = layerOf(tar, "gzip");
+    padded.bytes = new Uint8Array([...padded.bytes, ...new Uint8Array(2_000_000)]);
+    for (const [name, layer] of Object.entries({ gzip, members, sniffed, plain, padded })) {
       const layout = `${tmp}/${name}`;
       const image = await writeImageLayout(layout, [layer]);
       const { rootfs } = await unpackImage(
@@ -877,6 +880,7 @@ Deno.test("unpackImage() names a truncated gzip layer and gzip data with garbage
     const cases: [string, Uint8Array<ArrayBuffer>, string][] = [
       ["truncated", whole.bytes.slice(0, whole.bytes.length - 100), "unexpected end of file"],
       ["garbage", new Uint8Array([...whole.bytes, 1, 2, 3]), "cannot decompress gzip data"],
+      ["zeros, then garbage", new Uint8Array([...whole.bytes, 0, 0, 7]), "data after its end"],
     ];
     for (const [name, bytes, message] of cases) {
       const layout = `${tmp}/${name}`;
