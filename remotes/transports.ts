@@ -24,7 +24,7 @@ import {
 } from "../content/images/copy.ts";
 import { kindOf, parseIndex, selectManifests } from "../content/images/graph.ts";
 import { findImage, Images } from "../content/images/records.ts";
-import { openFileStream, writeFileAtomic } from "../content/internal/mod.ts";
+import { openFileStream, parentDirectory, writeFileAtomic } from "../content/internal/mod.ts";
 import { hostPlatform } from "../content/platform.ts";
 import { formatReference, parseReference, type Reference } from "../content/reference.ts";
 import { Store } from "../content/store/store.ts";
@@ -93,8 +93,16 @@ export async function copyLocation(
   options: CopyLocationOptions = {},
 ): Promise<CopyLocationResult> {
   const temporary: string[] = [];
+  // scratch stores go beside a local destination, where the copy may write anyway (a scoped
+  // --allow-write covers them); copying into a registry, into the system's temporary directory
+  const scratch = async () => {
+    const near = to.transport === "docker" ? undefined : parentDirectory(to.path);
+    const dir = await Deno.makeTempDir({ dir: near, prefix: ".dist-copy-" });
+    temporary.push(dir);
+    return dir;
+  };
   try {
-    const source = await openSource(client, from, temporary, options.signal);
+    const source = await openSource(client, from, scratch, options.signal);
     const root = await chooseRoot(source, options);
     const copy = {
       name: source.name,
@@ -129,8 +137,7 @@ export async function copyLocation(
       return { descriptor: root, copied, referrers: [] };
     }
     // an archive is written from a temporary store holding the image
-    const dir = await Deno.makeTempDir({ prefix: "dist-copy-" });
-    temporary.push(dir);
+    const dir = await scratch();
     const store = await Store.open(dir);
     const { copied } = await copyImage(source.read, new StoreTarget(store), [root], copy);
     const name = to.name ?? source.name;
@@ -179,7 +186,7 @@ interface OpenedSource {
 async function openSource(
   client: RegistryClient,
   from: Location,
-  temporary: string[],
+  scratch: () => Promise<string>,
   signal?: AbortSignal,
 ): Promise<OpenedSource> {
   if (from.transport === "docker") {
@@ -192,8 +199,7 @@ async function openSource(
   }
   let dir = from.path;
   if (from.transport !== "oci") {
-    dir = await Deno.makeTempDir({ prefix: "dist-copy-" });
-    temporary.push(dir);
+    dir = await scratch();
     await importArchive(await Store.open(dir), await openFileStream(from.path), { signal });
   }
   if (!(await Deno.stat(`${dir}/oci-layout`).then(() => true, () => false))) {

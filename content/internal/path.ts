@@ -17,8 +17,8 @@ export function absolutePath(path: string): string {
   return `/${parts.join("/")}`;
 }
 
-/** The directory part of a path: everything before its last `/`. */
+/** The directory part of a path: everything before its last `/` (`.` when it has none). */
 export function parentDirectory(path: string): string {
   const slash = path.lastIndexOf("/");
-  return slash <= 0 ? "/" : path.slice(0, slash);
+  return slash < 0 ? "." : slash === 0 ? "/" : path.slice(0, slash);
 }

@@ -167,6 +167,13 @@ Deno.test("dist copy writes and reads OCI layouts and archives that skopeo reads
     assert.equal(await skopeoDigest(`${registry.host}/from-tar/app:v1`), digest);
     await dist(["copy", src, `docker-archive:${dir}/docker.tar`]);
     await run("skopeo", ["inspect", `docker-archive:${dir}/docker.tar`]);
+    // with write access to the destination's folder only: the scratch store goes there, and goes
+    await Deno.mkdir(`${dir}/out`);
+    const scoped = await runDist(["copy", src, `docker-archive:${dir}/out/docker.tar`], {
+      permissions: ["--allow-net", "--allow-read", "--allow-env", `--allow-write=${dir}/out`],
+    });
+    assert.equal(scoped.code, 0, scoped.stderr);
+    assert.deepEqual([...Deno.readDirSync(`${dir}/out`)].map((e) => e.name), ["docker.tar"]);
     const none = await runDist(["copy", `oci:${dir}/none:v1`, `${registry.host}/x/y:v1`]);
     assert.equal(none.code, 3, none.stderr);
     assert.match(none.stderr, /it is no OCI image layout/);
