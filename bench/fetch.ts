@@ -8,7 +8,8 @@
  *   the same blobs, 8 at once, which receives, writes and hashes as dist does.
  * - 48 layers × 512 KiB: `dist fetch` at most 0.6× skopeo.
  * - The seed's pipeline (README) for those 48 layers: `fetch-object | jq | xargs -P10 sh -c
- *   'fetch-object | ingest'` at most 3× `dist fetch` of the same image.
+ *   'fetch-object | ingest'` at most 3× `dist fetch` of the same image. Shown beside it, the
+ *   floor of that shape: the same 96 processes doing nothing but start Deno.
  *
  * dist runs as users run it from their PATH: the single-file bundle under `deno run` (README, "One
  * file, one binary"); `--source` runs `deno run cli.ts` instead. Exits 1 when a target is missed.
@@ -165,6 +166,13 @@ try {
       `xargs -P10 -n2 sh -c 'dist fetch-object ${repo}@$0 | dist ingest --expected-digest $0 --expected-size $1 layer-$0'`;
     const [p, d] = await sideBySide(pipeline, fetch("bench/small"), env, reset);
     row("48 × 512 KiB: seed pipeline vs dist fetch", p, d, 3);
+    // the floor of that shape: two processes a layer that only start Deno and exit
+    const empty = `${work}/empty.ts`;
+    await Deno.writeTextFile(empty, "");
+    const deno = `${Deno.execPath()} run ${empty}`;
+    const floor = `seq 48 | xargs -P10 -n1 sh -c '${deno} | ${deno}'`;
+    const [f, d2] = await sideBySide(floor, fetch("bench/small"), env, reset);
+    row("48 × two empty deno runs, as piped vs dist fetch", f, d2);
   }
   const header = ["work", "first", "second", "ratio", "first's peak RSS", ""];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
