@@ -25,14 +25,14 @@ export interface Parsed {
 /** A command-line mistake: printed with a hint and exit code 2. */
 export class UsageError extends Error {}
 
-export const HELP_FLAG: FlagSpec = {
+const HELP_FLAG: FlagSpec = {
   name: "help",
   short: "h",
   type: "boolean",
   description: "show this help",
 };
 
-export const ROOT_FLAG: FlagSpec = {
+const ROOT_FLAG: FlagSpec = {
   name: "root",
   type: "string",
   value: "DIR",
@@ -174,7 +174,7 @@ export function positiveFlag(ctx: Context, name: string): number | undefined {
 }
 
 /** Milliseconds per duration unit accepted by {@link parseDuration}. */
-export const DURATION_UNITS: Record<string, number> = {
+const DURATION_UNITS: Record<string, number> = {
   ms: 1,
   s: 1000,
   m: 60_000,

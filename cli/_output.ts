@@ -46,13 +46,13 @@ export const out = {
 };
 
 // deno-lint-ignore no-control-regex
-export const CONTROL = /[\x00-\x1f\x7f-\x9f]/g;
+const CONTROL = /[\x00-\x1f\x7f-\x9f]/g;
 
 /**
  * Shows control characters as `\xNN`: messages carry text from registries and archives, whose
  * newlines would break the one-line format and whose escape sequences would reach the terminal.
  */
-export function oneLine(text: string): string {
+function oneLine(text: string): string {
   return text.replace(CONTROL, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
 }
 
@@ -65,7 +65,7 @@ export function writeAll(file: { writeSync(p: Uint8Array): number }, bytes: Uint
  * Writes to stdout; a failure says it was stdout ("no space left on device" alone could be the
  * store). A closed pipe stays a BrokenPipe error: report() decides what that means.
  */
-export function writeStdout(bytes: Uint8Array): void {
+function writeStdout(bytes: Uint8Array): void {
   try {
     writeAll(Deno.stdout, bytes);
   } catch (error) {

@@ -27,7 +27,7 @@ export async function withProgress<T>(
  * which the blobs in flight are redrawn in place (at most every 100 ms). Otherwise: one line a
  * blob when it finishes.
  */
-export function progressRenderer(): { onProgress(event: ProgressEvent): void; close(): void } {
+function progressRenderer(): { onProgress(event: ProgressEvent): void; close(): void } {
   const live = Deno.stderr.isTerminal();
   const active = new Map<string, ProgressEvent>();
   const finished: ProgressEvent[] = [];
@@ -110,7 +110,7 @@ export function progressRenderer(): { onProgress(event: ProgressEvent): void; cl
 }
 
 /** Signals that stop a long command cleanly, with their exit codes (128 + the signal number). */
-export const STOP_SIGNALS = { SIGINT: 130, SIGTERM: 143 } as const;
+const STOP_SIGNALS = { SIGINT: 130, SIGTERM: 143 } as const;
 
 /**
  * Runs `body` with a signal that Ctrl-C (or SIGTERM, which CI cancellation and `timeout` send)

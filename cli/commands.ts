@@ -10,7 +10,7 @@ import type { Command, FlagSpec } from "./_args.ts";
 export const DEFAULT_CONCURRENCY = 8;
 
 /** Flags of every command that talks to a registry. */
-export const REGISTRY_FLAGS: FlagSpec[] = [
+const REGISTRY_FLAGS: FlagSpec[] = [
   {
     name: "user",
     short: "u",
@@ -41,7 +41,7 @@ export const REGISTRY_FLAGS: FlagSpec[] = [
 ];
 
 /** Flags of the commands that fetch images. */
-export const FETCH_FLAGS: FlagSpec[] = [
+const FETCH_FLAGS: FlagSpec[] = [
   {
     name: "platform",
     type: "string",
@@ -76,7 +76,7 @@ export const FETCH_FLAGS: FlagSpec[] = [
 ];
 
 /** What unpacking takes besides the platform: the limit on what layers may unpack to. */
-export const UNPACK_LIMIT_FLAG: FlagSpec = {
+const UNPACK_LIMIT_FLAG: FlagSpec = {
   name: "max-unpacked-size",
   type: "string",
   value: "SIZE",
@@ -85,7 +85,7 @@ export const UNPACK_LIMIT_FLAG: FlagSpec = {
 };
 
 /** How the bundle runs (see `RuntimeOptions`): the flags of `pull` and `unpack`. */
-export const BUNDLE_FLAGS: FlagSpec[] = [
+const BUNDLE_FLAGS: FlagSpec[] = [
   UNPACK_LIMIT_FLAG,
   {
     name: "rootless",
@@ -104,7 +104,7 @@ export const BUNDLE_FLAGS: FlagSpec[] = [
 ];
 
 /** `pull` unpacks one platform: the fetch flags with a single `--platform` and no `--all-platforms`. */
-export const PULL_FLAGS: FlagSpec[] = [
+const PULL_FLAGS: FlagSpec[] = [
   ...FETCH_FLAGS.filter((f) => f.name !== "all-platforms").map((f) =>
     f.name === "platform"
       ? { ...f, multiple: false, description: "platform to pull (default: this machine's)" }

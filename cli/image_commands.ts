@@ -33,7 +33,7 @@ import { digestArguments, READ_ONLY, requireStoreWrite } from "./_store.ts";
  * One line, however many blobs `delete` kept: `kept 5 blobs in use (4 by image a:v1, 1 by a fetch
  * or import in progress); --force deletes blobs images use anyway`, at most 5 users named.
  */
-export function keptSummary(kept: Map<string, number>): string {
+function keptSummary(kept: Map<string, number>): string {
   const total = [...kept.values()].reduce((a, b) => a + b, 0);
   const users = [...kept].sort(([a], [b]) => a.localeCompare(b)).map(([who, n]) =>
     `${n} by ${who}`
@@ -48,7 +48,7 @@ export function keptSummary(kept: Map<string, number>): string {
  * images` prints): a digest an image has under several names stands for all of them. A prefix of
  * two images' digests is ambiguous and lists them; no match is not found.
  */
-export async function recordsWithDigest(images: Images, text: string): Promise<string[]> {
+async function recordsWithDigest(images: Images, text: string): Promise<string[]> {
   if (!isShortDigest(text)) parseDigest(text); // a broken digest is a usage error
   const records = (await images.list()).filter((r) => r.target.digest.startsWith(text));
   const digests = [...new Set(records.map((r) => r.target.digest))].sort();

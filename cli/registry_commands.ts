@@ -15,7 +15,7 @@ import { out } from "./_output.ts";
 import { registryClient } from "./_registry.ts";
 
 /** `fetch-object` arguments: `REF [HINT...]` or the seed's `LOCATOR OBJECT [HINT...]`. */
-export function objectArguments(
+function objectArguments(
   ctx: Context,
 ): { ref: Reference; mediaType?: string; size?: number } {
   expectArgs(ctx, 1);

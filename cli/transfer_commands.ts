@@ -32,7 +32,7 @@ import { registryClient } from "./_registry.ts";
 import { READ_ONLY } from "./_store.ts";
 
 /** The runtime options the bundle flags ask for. */
-export function runtimeFlags(ctx: Context): RuntimeOptions {
+function runtimeFlags(ctx: Context): RuntimeOptions {
   const ids = processIds();
   const asked = ctx.flags["rootless"];
   const rootless = asked === undefined ? ids !== undefined && ids.uid !== 0 : asked === true;
@@ -48,7 +48,7 @@ export function runtimeFlags(ctx: Context): RuntimeOptions {
 }
 
 /** The fetch options from the fetch flags. */
-export function fetchFlags(ctx: Context): FetchImageOptions {
+function fetchFlags(ctx: Context): FetchImageOptions {
   const platforms = listFlag(ctx, "platform").map(parsePlatform);
   const allPlatforms = boolFlag(ctx, "all-platforms");
   if (allPlatforms && platforms.length) {
@@ -62,7 +62,7 @@ export function fetchFlags(ctx: Context): FetchImageOptions {
 }
 
 /** The mirrors `--mirror` and `--hosts-dir` name for `ref`'s registry. */
-export async function mirrorsFor(ctx: Context, ref: Reference): Promise<Mirror[]> {
+async function mirrorsFor(ctx: Context, ref: Reference): Promise<Mirror[]> {
   const mirrors = listFlag(ctx, "mirror");
   const dir = stringFlag(ctx, "hosts-dir");
   if (mirrors.length === 0 && !dir) return [];
@@ -75,11 +75,10 @@ export async function mirrorsFor(ctx: Context, ref: Reference): Promise<Mirror[]
   return mirrorsOf(hosts, ref.registry);
 }
 
-export const RESUMABLE =
-  "interrupted: partial downloads stay in the store and resume on the next fetch";
+const RESUMABLE = "interrupted: partial downloads stay in the store and resume on the next fetch";
 
 /** Fetches one image with the output `--json` / `-q` / plain asks for. */
-export async function fetchWithProgress(
+async function fetchWithProgress(
   ctx: Context,
   client: RegistryClient,
   store: Store,
@@ -106,7 +105,7 @@ export async function fetchWithProgress(
 }
 
 /** Unpacks `manifest` into the bundle `dir`, one stderr line (or JSON event) a layer. */
-export async function unpackWithProgress(
+async function unpackWithProgress(
   ctx: Context,
   store: Store,
   manifest: Descriptor,
@@ -135,7 +134,7 @@ export async function unpackWithProgress(
  * only with `--allow-read` and `--allow-write` for every path, and nearly every image has
  * symlinks; without them Deno would prompt (on a terminal) or fail at the first symlink.
  */
-export function requireUnpackPermissions(): void {
+function requireUnpackPermissions(): void {
   for (const name of ["read", "write"] as const) {
     requirePermission(
       { name },
