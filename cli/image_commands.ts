@@ -71,7 +71,7 @@ export async function deleteCommand(ctx: Context): Promise<number | void> {
   // a blob a record uses (a manifest, a layer) would leave that image broken: --force only.
   // Keeping it is what the clear-out pipeline wants, so it is no failure: one line says so.
   const remove = await blobDeleter(store, { force: boolFlag(ctx, "force") });
-  // who keeps how many: "image NAME" or "a fetch or import in progress"
+  // who keeps how many: "image NAME" or "a fetch, import or upload in progress"
   const kept = new Map<string, number>();
   const code = await forEachReporting(digests, async (digest) => {
     try {

@@ -94,10 +94,15 @@ export async function copyLocation(
 ): Promise<CopyLocationResult> {
   const temporary: string[] = [];
   // scratch stores go beside a local destination, where the copy may write anyway (a scoped
-  // --allow-write covers them); copying into a registry, into the system's temporary directory
+  // --allow-write covers them); into the system's temporary directory when the destination is a
+  // registry, or its folder does not exist yet or is not writable
   const scratch = async () => {
-    const near = to.transport === "docker" ? undefined : parentDirectory(to.path);
-    const dir = await Deno.makeTempDir({ dir: near, prefix: ".dist-copy-" });
+    let dir: string | undefined;
+    if (to.transport !== "docker") {
+      const near = parentDirectory(to.path);
+      dir = await Deno.makeTempDir({ dir: near, prefix: ".dist-copy-" }).catch(() => undefined);
+    }
+    dir ??= await Deno.makeTempDir({ prefix: "dist-copy-" });
     temporary.push(dir);
     return dir;
   };

@@ -15,6 +15,7 @@
 import type { Descriptor } from "../descriptor.ts";
 import type { Digest } from "../digest.ts";
 import { CorruptContentError } from "../errors.ts";
+import { concatBytes } from "../internal/bytes.ts";
 import { ChunkReader } from "../internal/chunk_reader.ts";
 import { compressionOf, decompress, detectCompression } from "../layers/decompress.ts";
 import type { Provider } from "../store/capabilities.ts";
@@ -47,14 +48,18 @@ export async function readLayer(
       `${options.diffId}, the layer unpacks to ${actual}`,
   });
   const input = new ChunkReader(stored);
-  let first = await input.read();
-  // the media type decides, else the magic bytes; a copy, as the next read reuses the buffer
-  first &&= first.slice();
-  const compression = compressionOf(layer.mediaType) ??
-    detectCompression(first ?? new Uint8Array());
+  // the media type decides, else the magic bytes (4 of them); copies, as each read reuses the buffer
+  let first: Uint8Array | undefined = (await input.read())?.slice();
+  const declared = compressionOf(layer.mediaType);
+  while (!declared && first && first.length < 4) {
+    const more = await input.read();
+    if (!more) break;
+    first = concatBytes([first, more]);
+  }
+  const compression = declared ?? detectCompression(first ?? new Uint8Array());
   const zlib = compression === "gzip" ? await gzipHandle() : undefined;
   if (compression === "zstd" || (compression === "gzip" && !zlib)) {
-    return streamed(replay(first, input), blob, plain, options);
+    return streamed(replay(first, input), compression, blob, plain, options);
   }
   const out = new Uint8Array(OUTPUT_SIZE);
   let chunk = first; // input not yet inflated: chunk[at, chunk.length)
@@ -125,6 +130,7 @@ export async function readLayer(
 /** The stream pipeline, for what the pump does not read. */
 function streamed(
   stored: ReadableStream<Uint8Array>,
+  compression: "gzip" | "zstd",
   blob: Verifier,
   plain: Verifier,
   options: LayerReadOptions,
@@ -138,7 +144,7 @@ function streamed(
       },
       flush: () => verifier.finish(),
     });
-  return decompress(stored.pipeThrough(checking(blob), { signal: options.signal }))
+  return decompress(stored.pipeThrough(checking(blob), { signal: options.signal }), { compression })
     .pipeThrough(checking(plain, options.count));
 }
 

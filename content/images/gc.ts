@@ -131,7 +131,9 @@ export async function blobDeleter(
       if (!leased) await store.delete(digest);
     }
     if (leased) {
-      throw new InUseError(`cannot delete ${digest}: a fetch or import in progress uses it`);
+      throw new InUseError(
+        `cannot delete ${digest}: a fetch, import or upload in progress uses it`,
+      );
     }
   };
 }
@@ -166,22 +168,20 @@ export async function collectGarbage(store: Store, options: GcOptions = {}): Pro
     for await (const info of store.list()) {
       if (!reachable.has(info.digest)) unreached.push(info);
     }
-    // what a lease that lets collection run protects (dist serve's uploads) is kept; looked at and
-    // deleted under the lease lock, so that nothing is protected in between
+    // what a lease that lets collection run protects (dist serve's uploads) is kept; each blob
+    // is looked up and deleted under the lease lock, so that nothing is protected in between,
+    // and one at a time, so that a server protecting an upload waits for one deletion at most
     const blobs: Info[] = [];
     let bytes = 0;
-    {
+    for (const info of unreached) {
       using _lock = leaseLock(store.root);
-      const leased = leasedDigests(store.root);
-      for (const info of unreached) {
-        if (leased.has(info.digest)) continue;
-        blobs.push(info);
-        bytes += info.size;
-        if (options.dryRun) continue;
-        await store.delete(info.digest).catch((error) => {
-          if (!(error instanceof NotFoundError)) throw error;
-        });
-      }
+      if (leasedDigests(store.root).has(info.digest)) continue;
+      blobs.push(info);
+      bytes += info.size;
+      if (options.dryRun) continue;
+      await store.delete(info.digest).catch((error) => {
+        if (!(error instanceof NotFoundError)) throw error;
+      });
     }
     const ingests: Status[] = options.ingestsOlderThan === undefined
       ? []

@@ -307,6 +307,8 @@ async function checkReferences(ctx: ServeContext, value: Record<string, unknown>
     }
     // non-distributable layers live elsewhere (their urls)
     if (descriptor.urls?.length) continue;
+    // kept from here on: a client skips blobs the server has, which may be ones no image uses
+    ctx.protectUpload(descriptor.digest);
     if (!(await ctx.store.has(descriptor.digest))) {
       throw new ServeError(
         400,

@@ -165,6 +165,14 @@ Deno.test("dist copy writes and reads OCI layouts and archives that skopeo reads
       `${registry.host}/from-tar/app:v1`,
     ]);
     assert.equal(await skopeoDigest(`${registry.host}/from-tar/app:v1`), digest);
+    // an archive into a layout whose folder is yet to be made
+    await dist([
+      "copy",
+      "--all-platforms",
+      `oci-archive:${dir}/app.tar`,
+      `oci:${dir}/new/sub/layout:v1`,
+    ]);
+    await run("skopeo", ["inspect", "--raw", `oci:${dir}/new/sub/layout:v1`]);
     await dist(["copy", src, `docker-archive:${dir}/docker.tar`]);
     await run("skopeo", ["inspect", `docker-archive:${dir}/docker.tar`]);
     // with write access to the destination's folder only: the scratch store goes there, and goes

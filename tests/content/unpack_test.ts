@@ -897,3 +897,19 @@ Deno.test("unpackImage() names a truncated gzip layer and gzip data with garbage
     }
   });
 });
+
+Deno.test("unpackImage() refuses a layer whose bytes are not what its media type says", async () => {
+  await withTempDir(async (tmp) => {
+    const tar = await collectTar([{ header: { name: "a" }, body: text("a") }]);
+    const gzipBytes = layerOf(tar, "gzip");
+    const layout = `${tmp}/layout`;
+    const image = await writeImageLayout(layout, [
+      { ...gzipBytes, mediaType: "application/vnd.oci.image.layer.v1.tar+zstd" },
+    ]);
+    await assertRejects(
+      async () => unpackImage(await Store.open(layout), image.manifest, `${tmp}/bundle`),
+      CorruptContentError,
+      "zstd",
+    );
+  });
+});
