@@ -106,8 +106,8 @@ export interface DeleteOptions {
 
 /**
  * A function that deletes blobs as `dist delete` and `dist serve` do: a blob an image record
- * reaches stays, with {@link InUseError} naming the image, unless `force`; so does one a fetch or
- * import in progress has claimed in its lease (see lease.ts). The records are walked
+ * reaches stays, with {@link InUseError} naming the image, unless `force`; so does one a fetch,
+ * import or upload in progress has claimed in its lease (see lease.ts). The records are walked
  * once, when the function is made: it serves one batch of deletions.
  */
 export async function blobDeleter(
@@ -115,6 +115,8 @@ export async function blobDeleter(
   options: DeleteOptions = {},
 ): Promise<(digest: Digest) => Promise<void>> {
   const users = options.force ? new Map<Digest, string>() : (await imageUses(store)).blobs;
+  // a promise, as a store's delete is, though the work is synchronous (see below)
+  // deno-lint-ignore require-await
   return async (digest) => {
     const image = users.get(digest);
     if (image !== undefined) {
@@ -123,12 +125,13 @@ export async function blobDeleter(
       );
     }
     // content a running fetch or import has claimed stays, --force or not: it is about to be
-    // recorded; checked and deleted under the lease lock, so no claim slips in between
+    // recorded; checked and deleted under the lease lock, so no claim slips in between, and
+    // synchronously, as `dist serve` takes that lock in its own handlers (see Store.deleteSync)
     let leased: boolean;
     {
       using _lock = leaseLock(store.root);
       leased = leasedDigests(store.root).has(digest);
-      if (!leased) await store.delete(digest);
+      if (!leased) store.deleteSync(digest);
     }
     if (leased) {
       throw new InUseError(
@@ -179,9 +182,11 @@ export async function collectGarbage(store: Store, options: GcOptions = {}): Pro
       blobs.push(info);
       bytes += info.size;
       if (options.dryRun) continue;
-      await store.delete(info.digest).catch((error) => {
+      try {
+        store.deleteSync(info.digest);
+      } catch (error) {
         if (!(error instanceof NotFoundError)) throw error;
-      });
+      }
     }
     const ingests: Status[] = options.ingestsOlderThan === undefined
       ? []

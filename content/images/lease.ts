@@ -76,10 +76,28 @@ export async function acquireLease(root: string, options: LeaseOptions = {}): Pr
   const file = Deno.openSync(path, { write: true, append: true, createNew: true });
   file.lockSync(true);
   let released = false;
+  // what the file says, digest by digest, and how many lines it has: a long-lived lease (a
+  // server's) is rewritten with only what still counts once most of its lines are stale
+  const untils = new Map<string, number | undefined>();
+  let lines = 0;
+  let compactAt = 1000;
+  const line = (digest: string, until?: number) =>
+    until === undefined ? `${digest}\n` : `${digest} ${until}\n`;
+  const write = (text: string) => {
+    const bytes = encoder.encode(text);
+    for (let at = 0; at < bytes.length;) at += file.writeSync(bytes.subarray(at));
+  };
   const protect = (digest: Digest, until?: number) => {
     if (released) return;
     using _lock = leaseLock(root);
-    file.writeSync(encoder.encode(until === undefined ? `${digest}\n` : `${digest} ${until}\n`));
+    untils.set(digest, until);
+    if (++lines < compactAt) return write(line(digest, until));
+    const now = Date.now();
+    for (const [d, u] of untils) if (u !== undefined && u <= now) untils.delete(d);
+    file.truncateSync(0); // appends start again at 0; readers hold the lease lock meanwhile
+    write([...untils].map(([d, u]) => line(d, u)).join(""));
+    lines = untils.size;
+    compactAt = Math.max(1000, 2 * lines);
   };
   return {
     protect,

@@ -326,6 +326,19 @@ export class Store implements Provider, Ingester, Manager, IngestManager {
   }
 
   /**
+   * {@link delete}, synchronously: for a caller holding a file lock that code of its own process
+   * may also wait for (the lease lock), which must not give the event loop a turn meanwhile.
+   */
+  deleteSync(digest: Digest): void {
+    try {
+      Deno.removeSync(this.blobPath(digest));
+    } catch (error) {
+      if (isNotFound(error)) throw new NotFoundError(`content ${digest} not found`);
+      throw error;
+    }
+  }
+
+  /**
    * Opens the ingest `ref` for writing, exclusively, resuming what an earlier writer left.
    *
    * Throws {@link LockedError} (saying since when) while another writer holds it, unless

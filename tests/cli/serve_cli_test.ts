@@ -290,3 +290,40 @@ Deno.test("dist prune keeps what clients uploaded to dist serve until its manife
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("dist serve answers deletes and uploads at once (both take the lease lock)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dist-serve-" });
+  const served = await startServe(`${dir}/served`, ["--allow-push", "--allow-delete"]);
+  try {
+    // a server stuck on its own lock answers nothing: the test fails at the deadline, not hangs
+    const deadline = AbortSignal.timeout(20_000);
+    const upload = async (i: number) => {
+      const blob = seededBytes(20_000, 100 + i);
+      const digest = digestOf(blob);
+      const reply = await fetch(`${served.url}/v2/race/app/blobs/uploads/?digest=${digest}`, {
+        method: "POST",
+        body: blob,
+        signal: deadline,
+      });
+      await reply.body?.cancel();
+      assert.equal(reply.status, 201);
+      return digest;
+    };
+    const first = await Promise.all(Array.from({ length: 10 }, (_, i) => upload(i)));
+    const statuses = await Promise.all([
+      ...first.map(async (digest) => {
+        const reply = await fetch(`${served.url}/v2/race/app/blobs/${digest}`, {
+          method: "DELETE",
+          signal: deadline,
+        });
+        await reply.body?.cancel();
+        return reply.status;
+      }),
+      ...Array.from({ length: 10 }, (_, i) => upload(10 + i).then(() => 201)),
+    ]);
+    assert.deepEqual(statuses, [...Array(10).fill(202), ...Array(10).fill(201)]);
+  } finally {
+    await served.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { collectGarbage, imageUses } from "../../content/images/gc.ts";
-import { acquireLease } from "../../content/images/lease.ts";
+import { acquireLease, leasedDigests, leaseLock } from "../../content/images/lease.ts";
 import { Store } from "../../content/store/store.ts";
 import { Images } from "../../content/images/records.ts";
 import { digestOf } from "../../content/digest.ts";
@@ -165,6 +165,28 @@ Deno.test("collectGarbage() runs beside a lease that lets it, keeping what it pr
       await lease.release();
     }
     assert.deepEqual((await collectGarbage(store)).blobs.map((b) => b.digest), [kept.digest]);
+  });
+});
+
+Deno.test("a long-lived lease's file keeps only what still counts", async () => {
+  await withTempDir(async (dir) => {
+    const lease = await acquireLease(dir, { blocksGc: false });
+    try {
+      const digest = (i: number) => digestOf(new TextEncoder().encode(String(i)));
+      const live = new Set<string>();
+      for (let i = 0; i < 5000; i++) {
+        const until = i % 500 === 0 ? Date.now() + 60_000 : Date.now() - 1;
+        lease.protect(digest(i), until);
+        if (i % 500 === 0) live.add(digest(i));
+      }
+      using _lock = leaseLock(dir);
+      assert.deepEqual(leasedDigests(dir), live);
+      const [file] = [...Deno.readDirSync(`${dir}/leases`)];
+      const lines = Deno.readTextFileSync(`${dir}/leases/${file.name}`).split("\n").length - 1;
+      assert.ok(lines < 1000, `${lines} lines`);
+    } finally {
+      await lease.release();
+    }
   });
 });
 
