@@ -228,10 +228,10 @@ export class Store implements Provider, Ingester, Manager, IngestManager {
       open = false;
     };
     // A byte stream: a BYOB reader (such as unpack's) has the file read into a buffer it reuses;
-    // a default reader gets fresh chunks of up to READ_CHUNK bytes.
+    // a default reader gets fresh chunks of up to READ_CHUNK bytes, no bigger than the blob.
     return new ReadableStream({
       type: "bytes",
-      autoAllocateChunkSize: READ_CHUNK,
+      autoAllocateChunkSize: Math.min(READ_CHUNK, Math.max(1, size - position)),
       async pull(controller) {
         const request = controller.byobRequest!;
         const view = request.view as Uint8Array;
