@@ -24,23 +24,4 @@ export function benchConfig(layers: { digest: string }[]): Uint8Array<ArrayBuffe
   }));
 }
 
-/** Builds the `dist.js` bundle of this checkout into `dir` and returns its path. */
-export async function buildBundle(dir: string): Promise<string> {
-  const bundle = `${dir}/dist.js`;
-  const built = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "bundle",
-      "--quiet",
-      "--platform",
-      "deno",
-      "--minify",
-      "--keep-names",
-      "-o",
-      bundle,
-      "cli.ts",
-    ],
-    cwd: new URL("../", import.meta.url).pathname,
-  }).output();
-  if (!built.success) throw new Error(new TextDecoder().decode(built.stderr));
-  return bundle;
-}
+export { buildBundle } from "../tests/_helpers/bundle.ts";

@@ -4,6 +4,7 @@
  * Docker daemon runs here), a warm cache that sends no blob request, and the exit codes a CI
  * script branches on.
  */
+import { buildBundle } from "../_helpers/bundle.ts";
 import assert from "node:assert/strict";
 import { dirname } from "node:path";
 import { runDist } from "../_helpers/cli.ts";
@@ -11,7 +12,6 @@ import { buildLayer, pushImage } from "../_helpers/images.ts";
 import { type Registry, startRegistry } from "../_helpers/registry.ts";
 import { requireTool, withTempDir } from "../_helpers/temp.ts";
 
-const PROJECT = new URL("../../", import.meta.url).pathname;
 /** The workflow's `DIST_ENV`: the environment variables dist reads. */
 const DIST_ENV =
   "DIST_ROOT,XDG_DATA_HOME,HOME,DOCKER_CONFIG,REGISTRY_AUTH_FILE,XDG_RUNTIME_DIR,XDG_CONFIG_HOME,SSL_CERT_FILE";
@@ -58,22 +58,7 @@ async function workspace(dir: string, images: string[]): Promise<Workspace> {
   await Deno.mkdir(`${dir}/work`);
   await Deno.mkdir(`${dir}/home`);
   // the release's dist.js, which the workflow downloads with curl (here from a file:// URL)
-  const bundle = `${dir}/dist.js`;
-  const built = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "bundle",
-      "--quiet",
-      "--platform",
-      "deno",
-      "--minify",
-      "--keep-names",
-      "-o",
-      bundle,
-      "cli.ts",
-    ],
-    cwd: PROJECT,
-  }).output();
-  assert.ok(built.success, new TextDecoder().decode(built.stderr));
+  const bundle = await buildBundle(dir);
   return {
     dir,
     env: {

@@ -4,6 +4,7 @@
  * starts as root to become nobody; where the kernel gives unprivileged users no user namespace,
  * rootless runc cannot work and the test says so in its name.
  */
+import { buildBundle } from "../_helpers/bundle.ts";
 import assert from "node:assert/strict";
 import { pushImage } from "../_helpers/images.ts";
 import { layerOf } from "../_helpers/layout.ts";
@@ -11,7 +12,6 @@ import { withRegistry } from "../_helpers/registry.ts";
 import { removeTree, requireTool } from "../_helpers/temp.ts";
 import { type TarWriteEntry, writeTar } from "../../content/layers/tar_writer.ts";
 
-const PROJECT = new URL("../../", import.meta.url).pathname;
 const decoder = new TextDecoder();
 /** nobody and nogroup on Debian. */
 const NOBODY = 65534;
@@ -95,21 +95,7 @@ Deno.test({
         await Deno.chmod(home, 0o755);
         const deno = `${home}/deno`;
         await Deno.link(Deno.execPath(), deno).catch(() => Deno.copyFile(Deno.execPath(), deno));
-        const bundled = await new Deno.Command(Deno.execPath(), {
-          args: [
-            "bundle",
-            "--quiet",
-            "--platform",
-            "deno",
-            "--minify",
-            "--keep-names",
-            "-o",
-            `${home}/dist.js`,
-            "cli.ts",
-          ],
-          cwd: PROJECT,
-        }).output();
-        assert.ok(bundled.success, decoder.decode(bundled.stderr));
+        await buildBundle(home);
         await Deno.chown(home, NOBODY, NOBODY);
         await Deno.chown(`${home}/dist.js`, NOBODY, NOBODY);
 

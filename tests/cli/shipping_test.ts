@@ -2,6 +2,7 @@
  * The three ways `dist` ships: `deno run` with the README's least-privilege flags, the
  * single-file bundle, and the compiled binary (when a Deno runtime for `deno compile` exists).
  */
+import { buildBundle } from "../_helpers/bundle.ts";
 import assert from "node:assert/strict";
 import { pushImage } from "../_helpers/images.ts";
 import { layerOf } from "../_helpers/layout.ts";
@@ -152,22 +153,7 @@ Deno.test("a least-privilege fetch without network permission fails in one line"
 Deno.test("the bundle runs a real fetch with an empty DENO_DIR", async () => {
   await withAppImage((registry) =>
     withTempDir(async (dir) => {
-      const bundle = await new Deno.Command(DENO, {
-        args: [
-          "bundle",
-          "--quiet",
-          "--platform",
-          "deno",
-          "--minify",
-          "--keep-names",
-          "-o",
-          `${dir}/dist.js`,
-          "cli.ts",
-        ],
-        cwd: PROJECT,
-      }).output();
-      assert.ok(bundle.success, new TextDecoder().decode(bundle.stderr));
-      const readme = await readmeCommands(registry.host, `${dir}/dist.js`);
+      const readme = await readmeCommands(registry.host, await buildBundle(dir));
       const script = `${readme.preamble}\n${readme.fetch}`;
       await Deno.mkdir(`${dir}/deno-dir`);
       const result = await sh(`set -e\n${script}`, {
