@@ -3,13 +3,12 @@
  * bundles only where user namespaces are allowed); the rootless config is checked against the
  * shape `runc spec --rootless` makes.
  */
+import { pushBusybox } from "../_helpers/busybox.ts";
 import assert from "node:assert/strict";
 import { runDist } from "../_helpers/cli.ts";
-import { pushImage } from "../_helpers/images.ts";
-import { layerOf } from "../_helpers/layout.ts";
+
 import { withRegistry } from "../_helpers/registry.ts";
 import { removeTree, requireTool } from "../_helpers/temp.ts";
-import { type TarWriteEntry, writeTar } from "../../content/layers/tar_writer.ts";
 
 const decoder = new TextDecoder();
 
@@ -19,25 +18,6 @@ function runcUnavailable(): string | undefined {
   return undefined;
 }
 
-/** A one-layer image of a static busybox, whose Cmd prints a line and the hostname. */
-async function pushBusybox(registryUrl: string): Promise<void> {
-  await requireTool("busybox");
-  const busybox = await Deno.readFile("/bin/busybox");
-  const entries: TarWriteEntry[] = [
-    { header: { name: "bin/", type: "directory" } },
-    { header: { name: "bin/busybox", mode: 0o755 }, body: busybox },
-    { header: { name: "bin/sh", type: "symlink", linkname: "busybox" } },
-    { header: { name: "etc/", type: "directory" } },
-    { header: { name: "etc/motd" }, body: new TextEncoder().encode("hello from the image\n") },
-  ];
-  const tar = new Uint8Array(await new Response(writeTar(entries)).arrayBuffer());
-  await pushImage(registryUrl, "run/busybox", {
-    layers: [layerOf(tar, "gzip")],
-    tag: "v1",
-    config: { Cmd: ["/bin/sh", "-c", "cat /etc/motd; hostname; id -u"] },
-  });
-}
-
 const reason = runcUnavailable();
 Deno.test({
   name: `runc runs the bundle dist pull wrote${reason ? ` (skipped: ${reason})` : ""}`,
@@ -45,7 +25,11 @@ Deno.test({
   fn: async () => {
     await requireTool("runc");
     await withRegistry(async (registry, dir) => {
-      await pushBusybox(registry.url);
+      await pushBusybox(registry.url, "run/busybox", "hello from the image\n", [
+        "/bin/sh",
+        "-c",
+        "cat /etc/motd; hostname; id -u",
+      ]);
       const bundle = `${dir}/bundle`;
       const pulled = await runDist([
         "pull",
@@ -84,7 +68,11 @@ Deno.test({
 Deno.test("a rootless bundle's config has the shape runc spec --rootless makes", async () => {
   await requireTool("runc");
   await withRegistry(async (registry, dir) => {
-    await pushBusybox(registry.url);
+    await pushBusybox(registry.url, "run/busybox", "hello from the image\n", [
+      "/bin/sh",
+      "-c",
+      "cat /etc/motd; hostname; id -u",
+    ]);
     const pulled = await runDist([
       "pull",
       "--root",

@@ -4,13 +4,12 @@
  * starts as root to become nobody; where the kernel gives unprivileged users no user namespace,
  * rootless runc cannot work and the test says so in its name.
  */
+import { pushBusybox } from "../_helpers/busybox.ts";
 import { buildBundle } from "../_helpers/bundle.ts";
 import assert from "node:assert/strict";
-import { pushImage } from "../_helpers/images.ts";
-import { layerOf } from "../_helpers/layout.ts";
+
 import { withRegistry } from "../_helpers/registry.ts";
 import { removeTree, requireTool } from "../_helpers/temp.ts";
-import { type TarWriteEntry, writeTar } from "../../content/layers/tar_writer.ts";
 
 const decoder = new TextDecoder();
 /** nobody and nogroup on Debian. */
@@ -70,22 +69,11 @@ Deno.test({
     await requireTool("runc");
     await requireTool("busybox");
     await withRegistry(async (registry) => {
-      const busybox = await Deno.readFile("/bin/busybox");
-      const entries: TarWriteEntry[] = [
-        { header: { name: "bin/", type: "directory" } },
-        { header: { name: "bin/busybox", mode: 0o755 }, body: busybox },
-        { header: { name: "bin/sh", type: "symlink", linkname: "busybox" } },
-        { header: { name: "etc/", type: "directory" } },
-        { header: { name: "etc/motd" }, body: new TextEncoder().encode("hello, rootless\n") },
-      ];
-      const tar = new Uint8Array(await new Response(writeTar(entries)).arrayBuffer());
-      await pushImage(registry.url, "rootless/busybox", {
-        layers: [layerOf(tar, "gzip")],
-        tag: "v1",
-        config: {
-          Cmd: ["/bin/sh", "-c", "cat /etc/motd; hostname; id -u; touch /tmp-ok && echo rw"],
-        },
-      });
+      await pushBusybox(registry.url, "rootless/busybox", "hello, rootless\n", [
+        "/bin/sh",
+        "-c",
+        "cat /etc/motd; hostname; id -u; touch /tmp-ok && echo rw",
+      ]);
 
       // a home nobody owns, with what it runs: Deno (the test's own may sit under root's 0700
       // home) and dist as one bundled file

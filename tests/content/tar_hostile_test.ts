@@ -1,4 +1,5 @@
 /** Crafted tar streams: numbers that lie, metadata that never ends, trailers that are missing. */
+import { paxRecords } from "../_helpers/pax.ts";
 import assert from "node:assert/strict";
 import { readTar } from "../../content/layers/tar_reader.ts";
 import { writeTar } from "../../content/layers/tar_writer.ts";
@@ -30,17 +31,8 @@ function octal(n: number): Uint8Array {
 
 /** A PAX record block pair (`x` or `g`) holding `records`. */
 function pax(typeflag: "x" | "g", records: [string, string][]): Uint8Array[] {
-  const body = encoder.encode(
-    records.map(([k, v]) => {
-      const text = ` ${k}=${v}\n`;
-      let length = text.length + 1;
-      while (`${length}${text}`.length !== length) length++;
-      return `${length}${text}`;
-    }).join(""),
-  );
-  const padded = new Uint8Array(Math.ceil(body.length / 512) * 512);
-  padded.set(body);
-  return [header("pax", octal(body.length), typeflag), padded];
+  const { body, size } = paxRecords(records);
+  return [header("pax", octal(size), typeflag), body];
 }
 
 async function entries(chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>) {

@@ -4,6 +4,7 @@
  * patterns that were quadratic (records per entry under a large global record, many global
  * headers).
  */
+import { paxRecords } from "../_helpers/pax.ts";
 import assert from "node:assert/strict";
 import { readTar, type TarHeader } from "../../content/layers/tar_reader.ts";
 import { CorruptContentError } from "../../content/errors.ts";
@@ -59,17 +60,8 @@ function base256(n: bigint, length: number): Uint8Array {
 
 /** A PAX header (`x` or `g`) and its padded records. */
 function pax(typeflag: "x" | "g", records: [string, string][]): Uint8Array[] {
-  const body = encoder.encode(
-    records.map(([k, v]) => {
-      const text = ` ${k}=${v}\n`;
-      let length = text.length + 1;
-      while (`${length}${text}`.length !== length) length++;
-      return `${length}${text}`;
-    }).join(""),
-  );
-  const padded = new Uint8Array(Math.ceil(body.length / 512) * 512);
-  padded.set(body);
-  return [header({ name: "pax", size: octal(body.length, 12), typeflag }), padded];
+  const { body, size } = paxRecords(records);
+  return [header({ name: "pax", size: octal(size, 12), typeflag }), body];
 }
 
 function padded(text: string): Uint8Array {
