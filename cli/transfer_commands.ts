@@ -4,7 +4,6 @@
  * @module
  */
 import type { RuntimeOptions } from "../content/bundle/runtime_spec.ts";
-import { checkBundle, unpackImage } from "../content/bundle/unpack.ts";
 import type { Descriptor } from "../content/descriptor.ts";
 import { shortDigest } from "../content/digest.ts";
 import { resolveManifest } from "../content/images/graph.ts";
@@ -114,6 +113,7 @@ async function unpackWithProgress(
 ): Promise<void> {
   const json = boolFlag(ctx, "json");
   const quiet = boolFlag(ctx, "quiet");
+  const { unpackImage } = await import("../content/bundle/unpack.ts");
   await unpackImage(store, manifest.digest, dir, {
     signal,
     maxUnpackedSize: sizeFlag(ctx, "max-unpacked-size"),
@@ -184,7 +184,8 @@ export function pullCommand(ctx: Context): Promise<number | void> {
   const stopped = () => unpacking ? "unpack interrupted" : RESUMABLE;
   return interruptible(stopped, async (signal) => {
     requireUnpackPermissions(); // before the download, not at the first symlink
-    await checkBundle(dir); // a DIR unpack would refuse is refused before the download
+    // a DIR unpack would refuse is refused before the download
+    await (await import("../content/bundle/unpack.ts")).checkBundle(dir);
     const store = await Store.open(ctx.root());
     const client = await registryClient(ctx);
     let result: FetchImageResult;

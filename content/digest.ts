@@ -107,6 +107,10 @@ export class Digester {
 
   /** Adds bytes to the hash. */
   update(chunk: Uint8Array): void {
+    // the native hasher may have loaded since this digester was made (see preloadNativeHash)
+    if (!this.#hash && nativeCrypto && this.#pendingBytes === 0) {
+      this.#hash = nativeCrypto.createHash(this.#algorithm);
+    }
     if (this.#hash) {
       this.#hash.update(chunk);
       return;

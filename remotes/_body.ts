@@ -6,7 +6,7 @@ import { SizeMismatchError } from "../content/errors.ts";
 import { DEFAULT_TIMEOUT_MS, TimeoutError, timeoutMessage } from "./_transport.ts";
 import { RegistryError } from "./errors.ts";
 import { backoffDelay, describeNetworkError, type RetryPolicy, sleep } from "./_retry.ts";
-import { ChunkReader, concatBytes } from "../content/internal/mod.ts";
+import { armTimer, ChunkReader, concatBytes, directStream } from "../content/internal/mod.ts";
 
 /** Chunks handed on are up to this size: fewer, larger writes downstream. */
 const CHUNK_SIZE = 1 << 20;
@@ -78,19 +78,21 @@ export function resumableStream(
     }
   };
 
-  // Network reads land in this buffer and are copied into the reader's: a BYOB read that fails
-  // takes its buffer along, which must never be the reader's own. It comes from a pool and goes
-  // back once the body has ended: a fresh 1 MiB buffer per blob costs zeroing and page faults.
-  let scratch: Uint8Array<ArrayBuffer> = scratchPool.pop() ?? new Uint8Array(CHUNK_SIZE);
+  // BYOB reads of the body land in this buffer and are copied into the reader's: a BYOB read
+  // that fails takes its buffer along, which must never be the reader's own. It comes from a
+  // pool, when first needed, and goes back once the body has ended: a fresh 1 MiB buffer per
+  // blob costs zeroing and page faults.
+  let scratch: Uint8Array<ArrayBuffer> | undefined;
   const giveBack = () => {
-    if (scratch.byteLength === CHUNK_SIZE && scratchPool.length < MAX_POOLED) {
+    if (scratch?.byteLength === CHUNK_SIZE && scratchPool.length < MAX_POOLED) {
       scratchPool.push(scratch);
     }
     scratch = EMPTY; // never handed back twice
   };
-  // A byte stream: default readers get chunks of up to 1 MiB, while BYOB readers fill buffers of
-  // their own, so a consumer that reuses one buffer allocates nothing per chunk (fresh 1 MiB
-  // chunks cost 4 parallel 128 MiB downloads twice the time and 70 MB more RSS, in garbage).
+  // A direct byte stream: BYOB readers fill buffers of their own, and a ChunkReader reads it
+  // without the stream machinery, so a consumer that reuses one buffer allocates nothing per
+  // chunk (fresh 1 MiB chunks cost 4 parallel 128 MiB downloads twice the time and 70 MB more
+  // RSS, in garbage). Each read fills the buffer unless the body ends (or fails) first.
   // Deno stops a fetch body on abort only while its Response object is alive, and only the body
   // is kept: once the Response is garbage, an aborted download would run on to its end. So the
   // read in flight is cancelled here, and every read checks the signal.
@@ -98,16 +100,14 @@ export function resumableStream(
   const onAbort = () => void reader.cancel(signal!.reason);
   signal?.addEventListener("abort", onAbort, { once: true });
   const stopListening = () => signal?.removeEventListener("abort", onAbort);
-  return new ReadableStream({
-    type: "bytes",
-    autoAllocateChunkSize: CHUNK_SIZE,
-    async pull(controller) {
-      const request = controller.byobRequest!;
-      const view = request.view as Uint8Array;
+  let ended = false;
+  return directStream({
+    async readInto(view) {
+      if (ended) return 0;
       let filled = 0;
       const handOn = () => {
-        request.respond(filled);
         position += filled;
+        return filled;
       };
       for (;;) {
         const skip = position - bodyAt; // > 0 while dropping bytes a reply repeats
@@ -115,46 +115,56 @@ export function resumableStream(
         let count: number;
         // a body that stalls is cut here, and resumed with Range like a dropped one
         let stalled = false;
-        const watchdog = setTimeout(() => {
+        const disarm = armTimer(options.idleMs, () => {
           stalled = true;
           void reader.cancel();
-        }, options.idleMs);
+        });
+        // a direct source fills the caller's buffer itself; a BYOB read takes its buffer along
+        // (and keeps it when it fails), so it reads into the scratch buffer, copied from there
+        const direct = skip <= 0 && reader.direct;
         try {
-          ({ buffer: scratch, count } = await reader.readInto(
-            scratch,
-            0,
-            Math.min(CHUNK_SIZE, want),
-          ));
+          if (direct) {
+            ({ count } = await reader.readInto(view, filled, filled + Math.min(CHUNK_SIZE, want)));
+          } else {
+            scratch ??= scratchPool.pop() ?? new Uint8Array(CHUNK_SIZE);
+            ({ buffer: scratch, count } = await reader.readInto(
+              scratch,
+              0,
+              Math.min(CHUNK_SIZE, want),
+            ));
+          }
           signal?.throwIfAborted();
           if (stalled) throw new TimeoutError(timeoutMessage("idle", options.host, options.idleMs));
-        } catch (error) {
-          clearTimeout(watchdog);
+        } catch (caught) {
+          disarm();
           if (signal?.aborted) throw signal.reason;
-          scratch = new Uint8Array(CHUNK_SIZE);
+          // a stalled direct source fails its read when cut, rather than ending it
+          const error = stalled && !(caught instanceof TimeoutError)
+            ? new TimeoutError(timeoutMessage("idle", options.host, options.idleMs))
+            : caught;
+          scratch = undefined; // a failed BYOB read took it along
           if (filled > 0) {
             // hand on what arrived, so that progress is never lost twice
-            handOn();
+            const count = handOn();
             await resume(describeNetworkError(error), error);
-            return;
+            return count;
           }
           await resume(describeNetworkError(error), error);
           continue;
         }
-        clearTimeout(watchdog);
+        disarm();
         if (count === 0) {
           const end = position + filled;
           if (skip <= 0 && (size === undefined || end >= size)) {
-            if (filled > 0) handOn();
+            ended = true;
             giveBack();
             stopListening();
-            controller.close();
-            if (filled === 0) request.respond(0); // a pending read is answered at the end
-            return;
+            return handOn();
           }
           if (filled > 0) {
-            handOn();
+            const handed = handOn();
             await resume(`the body ended at byte ${end} of ${size}`);
-            return;
+            return handed;
           }
           await resume(`the body ended at byte ${end} of ${size}`);
           continue;
@@ -169,22 +179,22 @@ export function resumableStream(
             `cannot fetch ${options.label}: the registry sent more than its ${size} bytes`,
           );
         }
-        view.set(scratch.subarray(0, count), filled);
+        if (!direct) view.set(scratch!.subarray(0, count), filled);
         filled += count;
         // after a failure, hand on whatever arrived so that progress is never lost twice
         if (filled === view.byteLength || failuresWithoutProgress > 0) {
-          handOn();
           failuresWithoutProgress = 0;
-          return;
+          return handOn();
         }
       }
     },
     cancel(reason) {
+      ended = true;
       stopListening();
       // no giveBack: a read in flight may still fill the scratch buffer
       return reader.cancel(reason);
     },
-  });
+  }, CHUNK_SIZE);
 }
 
 /** Reads a whole (small) body, failing once it exceeds `max` bytes. */
@@ -200,12 +210,20 @@ export async function readCapped(
   const reader = body.getReader();
   for (;;) {
     let stalled = false;
-    const watchdog = setTimeout(() => {
+    const disarm = armTimer(idle.ms, () => {
       stalled = true;
       void reader.cancel();
-    }, idle.ms);
-    const { done, value } = await reader.read().finally(() => clearTimeout(watchdog));
+    });
+    let result: ReadableStreamReadResult<Uint8Array>;
+    try {
+      result = await reader.read();
+    } catch (error) {
+      if (!stalled) throw error; // else the cut stream's own error: the timeout says more
+    } finally {
+      disarm();
+    }
     if (stalled) throw new TimeoutError(timeoutMessage("idle", idle.host, idle.ms));
+    const { done, value } = result!;
     if (done) break;
     total += value.byteLength;
     if (total > max) {

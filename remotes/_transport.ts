@@ -1,9 +1,12 @@
 /**
- * How requests leave the process: `fetch` with the system CAs (plus `--ca-file`), or, with
- * `--insecure`, `node:https` without certificate verification (Deno's `fetch` cannot skip it).
+ * How requests leave the process: `fetch` with the system CAs (plus `--ca-file`); with
+ * `--insecure`, `node:https` without certificate verification (Deno's `fetch` cannot skip it);
+ * GET and HEAD to a loopback registry over plain HTTP on connections of our own (_http1.ts).
  */
 import { InvalidArgumentError } from "../content/errors.ts";
-import { permitted, readEnv, requirePermission } from "../content/internal/mod.ts";
+import { armTimer, permitted, readEnv, requirePermission } from "../content/internal/mod.ts";
+import { isLoopbackHost } from "../content/reference.ts";
+import { Http1Client } from "./_http1.ts";
 
 /** Sends one request, never following redirects. */
 export type Send = (url: URL, init: RequestInit) => Promise<Response>;
@@ -61,6 +64,7 @@ export function createTransport(options: TransportOptions): Transport {
     };
   }
   let client: Deno.HttpClient | undefined;
+  let http1: Http1Client | undefined;
   let clientReady: Promise<Deno.HttpClient | undefined> | undefined;
   const httpsClient = () => {
     clientReady ??= (async () => {
@@ -88,12 +92,18 @@ export function createTransport(options: TransportOptions): Transport {
   return {
     send: timed(async (url, init) => {
       requireNet(url);
-      if (url.protocol !== "https:") return await fetch(url, { ...init, redirect: "manual" });
+      if (url.protocol !== "https:") {
+        if (Http1Client.handles(url, init) && isLoopbackHost(url.host)) {
+          return await (http1 ??= new Http1Client()).send(url, init);
+        }
+        return await fetch(url, { ...init, redirect: "manual" });
+      }
       const client = await httpsClient();
       return await fetch(url, { ...init, redirect: "manual", ...(client ? { client } : {}) });
     }),
     close() {
       client?.close();
+      http1?.close();
     },
   };
 }
@@ -131,14 +141,14 @@ async function systemCertificates(): Promise<string[]> {
 function withTimeout(send: Send, ms: number): Send {
   return async (url, init) => {
     const timer = new AbortController();
-    let id: ReturnType<typeof setTimeout> | undefined;
+    let disarm = () => {};
     // the wait starts again with every piece of a request body sent: an upload's first byte
     // back can only come once the body is out, however long that takes
     const arm = () => {
-      clearTimeout(id);
-      id = setTimeout(
-        () => timer.abort(new TimeoutError(timeoutMessage("first-byte", url.host, ms))),
+      disarm();
+      disarm = armTimer(
         ms,
+        () => timer.abort(new TimeoutError(timeoutMessage("first-byte", url.host, ms))),
       );
     };
     arm();
@@ -149,7 +159,7 @@ function withTimeout(send: Send, ms: number): Send {
       if (timer.signal.aborted && !init.signal?.aborted) throw timer.signal.reason;
       throw error;
     } finally {
-      clearTimeout(id);
+      disarm();
     }
   };
 }

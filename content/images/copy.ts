@@ -477,7 +477,8 @@ export class StoreTarget implements CopyTarget {
   readonly #store: Provider & Ingester;
   readonly #claim?: (digest: Digest) => void;
   readonly #buffers: Uint8Array<ArrayBuffer>[] = [];
-  readonly #hashReady: Promise<void>;
+  /** Set once the native hasher is being loaded (see {@link StoreTarget.#fill}). */
+  #hashLoading: Promise<void> | undefined;
 
   /**
    * Writes into `store`. `claim` is told every digest before the store is asked for it: a lease
@@ -486,9 +487,6 @@ export class StoreTarget implements CopyTarget {
   constructor(store: Provider & Ingester, claim?: (digest: Digest) => void) {
     this.#store = store;
     this.#claim = claim;
-    // Everything written here is hashed: the native hasher loads now, while the manifest is on
-    // its way, rather than each blob being collected for a one-shot hash (see Digester).
-    this.#hashReady = preloadNativeHash();
   }
 
   has(descriptor: Descriptor): Promise<boolean> {
@@ -525,7 +523,6 @@ export class StoreTarget implements CopyTarget {
     source: CopySource,
     context: WriteContext,
   ): Promise<"done" | "exists"> {
-    await this.#hashReady;
     const writer = await this.#openWriter(descriptor, context);
     if (!writer) return "exists";
     // Only the transfer takes a slot: opening the ingest (or waiting for another process's lock
@@ -597,7 +594,12 @@ export class StoreTarget implements CopyTarget {
     const resumedFrom = offset > 0 ? offset : undefined;
     context.report({ status: "downloading", offset, resumedFrom });
     if (offset === descriptor.size) return offset > 0;
-    const opened = await source.open(descriptor, { offset, signal: context.signal });
+    const opening = source.open(descriptor, { offset, signal: context.signal });
+    // Everything written here is hashed. The native hasher costs this thread 20–30 ms to load:
+    // spent once the first blobs are asked for, it overlaps the source's work on them. The blobs
+    // already open are collected and hashed by Web Crypto meanwhile (see Digester).
+    this.#hashLoading ??= preloadNativeHash().catch(() => {});
+    const opened = await opening;
     if (opened.host) {
       context.report({ status: "downloading", offset, resumedFrom, host: opened.host });
     }

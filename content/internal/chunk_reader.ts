@@ -1,4 +1,5 @@
 /** Reading a stream in large chunks into reused buffers. */
+import { type DirectSource, directSourceOf } from "./direct_stream.ts";
 
 /** Read buffers, reused from blob to blob: 1 MiB each, at most one per running download. */
 export const BUFFER_SIZE = 1 << 20;
@@ -6,10 +7,13 @@ export const BUFFER_SIZE = 1 << 20;
 /**
  * Reads a stream in large chunks. A byte stream (a fetch body, the registry client's streams) is
  * read BYOB into a buffer that is reused, so a download allocates nothing per chunk and copies
- * nothing; other streams are read as they come.
+ * nothing; a stream with a direct source (see direct_stream.ts) is read from that source, past
+ * the stream machinery; other streams are read as they come.
  */
 export class ChunkReader {
   readonly #pool: Uint8Array<ArrayBuffer>[];
+  /** Set for a stream with a direct source: the stream is locked by {@link #default} meanwhile. */
+  readonly #direct?: DirectSource;
   readonly #byob?: ReadableStreamBYOBReader;
   readonly #default?: ReadableStreamDefaultReader<Uint8Array>;
   #buffer?: Uint8Array<ArrayBuffer>;
@@ -19,6 +23,11 @@ export class ChunkReader {
   /** Reads `stream`; the buffer of {@link ChunkReader.read} comes from `pool` when it has one. */
   constructor(stream: ReadableStream<Uint8Array>, pool: Uint8Array<ArrayBuffer>[] = []) {
     this.#pool = pool;
+    this.#direct = directSourceOf(stream);
+    if (this.#direct) {
+      this.#default = stream.getReader(); // only to lock it: nobody else reads it now
+      return;
+    }
     try {
       this.#byob = stream.getReader({ mode: "byob" });
     } catch {
@@ -26,8 +35,18 @@ export class ChunkReader {
     }
   }
 
+  /** Whether reads go to a direct source: then {@link readInto} never takes the buffer away. */
+  get direct(): boolean {
+    return this.#direct !== undefined;
+  }
+
   /** The next chunk (valid until the next call), or undefined at the end. */
   async read(): Promise<Uint8Array | undefined> {
+    if (this.#direct) {
+      this.#buffer ??= this.#pool.pop() ?? new Uint8Array(BUFFER_SIZE);
+      const count = await this.#direct.readInto(this.#buffer);
+      return count === 0 ? undefined : this.#buffer.subarray(0, count);
+    }
     if (this.#default) {
       const { done, value } = await this.#default.read();
       return done ? undefined : value;
@@ -48,6 +67,9 @@ export class ChunkReader {
     from: number,
     to: number,
   ): Promise<{ buffer: Uint8Array<ArrayBuffer>; count: number }> {
+    if (this.#direct) {
+      return { buffer, count: await this.#direct.readInto(buffer.subarray(from, to)) };
+    }
     if (this.#byob) {
       const { done, value } = await this.#byob.read(new Uint8Array(buffer.buffer, from, to - from));
       if (!value) return { buffer: new Uint8Array(buffer.byteLength), count: 0 }; // cancelled
@@ -72,6 +94,7 @@ export class ChunkReader {
 
   /** Cancels the stream (errors are of no interest: the reader is giving up). */
   async cancel(reason?: unknown): Promise<void> {
+    if (this.#direct) return await this.#direct.cancel(reason).catch(() => {});
     await (this.#byob ?? this.#default)!.cancel(reason).catch(() => {});
   }
 

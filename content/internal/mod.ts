@@ -6,6 +6,7 @@
  */
 export * from "./bytes.ts";
 export * from "./chunk_reader.ts";
+export * from "./direct_stream.ts";
 export * from "./env.ts";
 export * from "./file_stream.ts";
 export * from "./path.ts";

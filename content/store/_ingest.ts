@@ -2,8 +2,8 @@
  * The files of one ingest directory, `ROOT/ingest/<sha256 of ref>/`:
  *
  * - `ref`       the ref itself; written last (by rename) when an ingest is created, so a directory
- *               without it is one being created (or, with `deferMetadata`, one younger than
- *               100 ms) or left over from a crash
+ *               without it is one being created (or, with `deferMetadata`, one that has
+ *               received bytes for less than 100 ms) or left over from a crash
  * - `data`      the bytes written so far
  * - `total`     the expected size in decimal, when known
  * - `expected`  the expected digest, when known

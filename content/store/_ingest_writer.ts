@@ -97,6 +97,13 @@ export class IngestWriter implements Writer {
   /** `updatedat`, opened on the first touch that writes it (see {@link IngestWriter.#touch}). */
   #updatedFile: Deno.FsFile | undefined;
   readonly #openedAt = Date.now();
+  /**
+   * Until when a new ingest writes no `updatedat` (nor, deferred, its other files): 100 ms from
+   * its first byte (from its opening while it has none), so an ingest that waited for a download
+   * slot still commits before it needs them.
+   */
+  #quietUntil = this.#openedAt + TOUCH_INTERVAL_MS;
+  #receiving = false;
   /** Whether `ref` and the rest are still to be written (see {@link WriterOptions.deferMetadata}). */
   #deferred: boolean;
   readonly #algorithm: DigestAlgorithm;
@@ -149,7 +156,7 @@ export class IngestWriter implements Writer {
    * the recently deleted ones), so a new ingest gets only what its readers cannot derive: `data`,
    * `lock`, `total` and `expected` when known, and `ref` last; with `deferMetadata` only `data`
    * until later. `startedat` and `updatedat` fall back to the data file's birth and modification
-   * times; `updatedat` is written once the ingest has been open for {@link TOUCH_INTERVAL_MS},
+   * times; `updatedat` is written once the ingest has received bytes for {@link TOUCH_INTERVAL_MS},
    * `startedat` when an existing ingest restarts from zero. The small calls are synchronous (see
    * _lock.ts); only resuming reads and hashes asynchronously.
    */
@@ -243,6 +250,11 @@ export class IngestWriter implements Writer {
       this.#pending ??= new Uint8Array(PENDING_SIZE);
       this.#pending.set(chunk, this.#pendingLength);
       this.#pendingLength += n;
+    }
+    if (n > 0 && !this.#receiving) {
+      this.#receiving = true;
+      this.#lastTouch = Date.now();
+      this.#quietUntil = this.#lastTouch + TOUCH_INTERVAL_MS;
     }
     this.#offset += n;
     this.#touch(false);
@@ -461,8 +473,8 @@ export class IngestWriter implements Writer {
   /**
    * Records progress for `dist active` and for prune: flushes pending bytes and rewrites
    * `updatedat` (same length, in place, so a reader never sees it empty), at most every 100 ms.
-   * A writer that made its directory leaves `updatedat` out for its first 100 ms, which is all
-   * of the life of most small blobs: until then the data file's mtime says the same.
+   * A writer that made its directory leaves `updatedat` out until {@link #quietUntil}, which is
+   * all of the life of most small blobs: until then the data file's mtime says the same.
    */
   #touch(force: boolean): void {
     const now = Date.now();
@@ -471,7 +483,7 @@ export class IngestWriter implements Writer {
     this.#updatedAt = new Date(now);
     this.#flushPending();
     if (!this.#updatedFile) {
-      if (this.#options.created && now - this.#openedAt < TOUCH_INTERVAL_MS) return;
+      if (this.#options.created && now < this.#quietUntil) return;
       this.#writeMetadata();
       this.#updatedFile = Deno.openSync(`${this.#options.dir}/updatedat`, {
         write: true,

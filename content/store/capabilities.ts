@@ -52,10 +52,12 @@ export interface WriterOptions {
   signal?: AbortSignal;
   /**
    * Leave a new ingest's files other than `data` (`ref`, `total`, `expected`, `lock`) unwritten
-   * until the writer has been open for 100 ms, or closes keeping data to resume. For many small
-   * blobs that are fetched again as cheaply: most of them commit before then and never create
-   * those files. Until then {@link IngestManager.status} does not see the ingest (nor `dist active`), and
-   * a process killed before then leaves nothing to resume: the next writer starts from zero.
+   * until 100 ms after the writer's first byte (after its opening while it has none), or until
+   * it closes keeping data to resume. For many small blobs that are fetched again as cheaply:
+   * most of them commit before then and never create those files, even when they waited for a
+   * download slot. Until then {@link IngestManager.status} does not see the ingest (nor
+   * `dist active`), and a process killed before then leaves nothing to resume: the next writer
+   * starts from zero.
    */
   deferMetadata?: boolean;
   /**
