@@ -1,5 +1,5 @@
 /**
- * GET and HEAD over plain HTTP/1.1 to a loopback host, on connections of our own that are kept
+ * GET and HEAD over plain HTTP/1.1 to a loopback address, on connections of our own that are kept
  * alive for the next request. A local registry (a CI service container, `dist serve`, a pull-
  * through cache beside the runner) is asked for dozens of small blobs by a command that lives
  * well under a second, and there `fetch` is what costs: ~12 ms of the main thread to set up its
@@ -115,11 +115,16 @@ type Framing = { kind: "none" } | { kind: "length"; length: number } | { kind: "
 export class Http1Client {
   readonly #idle = new Map<string, Connection[]>();
 
-  /** Whether {@link send} takes this request: a GET or HEAD without a body to an `http:` URL. */
+  /**
+   * Whether {@link send} takes this request: a GET or HEAD without a body to `http:` on a
+   * loopback address. `localhost` is left to `fetch`: it may resolve to either family (which
+   * `fetch` tries both of), and `--allow-net=localhost` does not cover connecting to 127.0.0.1.
+   */
   static handles(url: URL, init: RequestInit): boolean {
     const method = init.method ?? "GET";
     return url.protocol === "http:" && (method === "GET" || method === "HEAD") &&
-      (init.body === null || init.body === undefined);
+      (init.body === null || init.body === undefined) &&
+      /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\])$/.test(url.hostname);
   }
 
   async send(url: URL, init: RequestInit): Promise<Response> {
@@ -365,20 +370,17 @@ class BodySource implements DirectSource {
   }
 }
 
-/** Connects to a loopback `url`: `localhost` is tried on 127.0.0.1, then on ::1. */
+/** Connects to the loopback address of `url`. */
 async function connect(url: URL, signal?: AbortSignal): Promise<Deno.Conn> {
-  const port = Number(url.port || 80);
-  const hosts = url.hostname === "localhost"
-    ? ["127.0.0.1", "::1"]
-    : [url.hostname.replace(/^\[(.*)\]$/, "$1")];
-  for (let i = 0;; i++) {
-    try {
-      return await Deno.connect({ hostname: hosts[i], port, signal });
-    } catch (error) {
-      if (signal?.aborted) throw signal.reason;
-      if (i + 1 < hosts.length && error instanceof Deno.errors.ConnectionRefused) continue;
-      throw failure(messageOf(error), error);
-    }
+  try {
+    return await Deno.connect({
+      hostname: url.hostname.replace(/^\[(.*)\]$/, "$1"),
+      port: Number(url.port || 80),
+      signal,
+    });
+  } catch (error) {
+    if (signal?.aborted) throw signal.reason;
+    throw failure(messageOf(error), error);
   }
 }
 

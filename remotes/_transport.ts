@@ -5,7 +5,6 @@
  */
 import { InvalidArgumentError } from "../content/errors.ts";
 import { armTimer, permitted, readEnv, requirePermission } from "../content/internal/mod.ts";
-import { isLoopbackHost } from "../content/reference.ts";
 import { Http1Client } from "./_http1.ts";
 
 /** Sends one request, never following redirects. */
@@ -93,7 +92,7 @@ export function createTransport(options: TransportOptions): Transport {
     send: timed(async (url, init) => {
       requireNet(url);
       if (url.protocol !== "https:") {
-        if (Http1Client.handles(url, init) && isLoopbackHost(url.host)) {
+        if (Http1Client.handles(url, init)) {
           return await (http1 ??= new Http1Client()).send(url, init);
         }
         return await fetch(url, { ...init, redirect: "manual" });

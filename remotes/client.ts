@@ -310,13 +310,37 @@ export class RegistryClient {
         return { mediaType, digest: ref.digest ?? header, size };
       }
     }
+    return (await this.#resolveByGet(ref, url, accept, options.signal)).descriptor;
+  }
+
+  /**
+   * Resolves a reference with one `GET` of its manifest or index, which it returns too: where the
+   * content is wanted next (a fetch into a store without it), one request instead of a `HEAD` and
+   * a `GET`.
+   */
+  async resolveWithContent(
+    ref: Reference,
+    options: ResolveOptions = {},
+  ): Promise<{ descriptor: Descriptor; bytes: Uint8Array<ArrayBuffer> }> {
+    const url = this.#url(ref, "manifests", referenceObject(ref));
+    const accept = (options.accept ?? MANIFEST_MEDIA_TYPES).join(", ");
+    return await this.#resolveByGet(ref, url, accept, options.signal);
+  }
+
+  async #resolveByGet(
+    ref: Reference,
+    url: URL,
+    accept: string,
+    signal?: AbortSignal,
+  ): Promise<{ descriptor: Descriptor; bytes: Uint8Array<ArrayBuffer> }> {
+    const name = formatReference(ref);
     const { reply, bytes } = await this.#getDocument({
       method: "GET",
       url,
       ref,
       action: `resolve ${name}`,
       headers: { accept },
-      signal: options.signal,
+      signal,
     }, name);
     const header = reply.headers.get("docker-content-digest") ?? "";
     const expected = ref.digest ?? (isDigest(header) ? header : undefined);
@@ -327,7 +351,7 @@ export class RegistryClient {
       );
     }
     const mediaType = contentType(reply) || mediaTypeField(bytes) || MediaType.ociManifest;
-    return { mediaType, digest, size: bytes.length };
+    return { descriptor: { mediaType, digest, size: bytes.length }, bytes };
   }
 
   /**

@@ -22,7 +22,12 @@
  *
  * @module
  */
-import type { Descriptor, Platform } from "../content/descriptor.ts";
+import {
+  type Descriptor,
+  isIndexType,
+  isManifestType,
+  type Platform,
+} from "../content/descriptor.ts";
 import { acquireLease } from "../content/images/lease.ts";
 import {
   copyImage,
@@ -92,7 +97,14 @@ export async function fetchImage(
   const lease = await acquireLease(store.root);
   try {
     const mirrors = options.mirrors ?? [];
-    const descriptor = await resolveThrough(client, ref, mirrors, options.signal);
+    // A name the store has no record of is fetched whole next: its manifest comes along with
+    // resolving, one request instead of two. A known name is checked with a HEAD, which moves
+    // nothing when the image has not changed (and Docker Hub does not count it as a pull).
+    const known = await new Images(store.root).get(name).then(() => true, () => false);
+    const { descriptor, bytes } = await resolveThrough(client, ref, mirrors, {
+      signal: options.signal,
+      withContent: !known,
+    });
     lease.protect(descriptor.digest);
     const event = (status: "resolved" | "recorded") =>
       options.onProgress?.({
@@ -104,9 +116,12 @@ export async function fetchImage(
         size: descriptor.size,
       });
     event("resolved");
+    const source = mirrors.length
+      ? mirroredSource(client, ref, mirrors)
+      : registrySource(client, ref);
     const { manifests, skipped, copied } = await copyImage(
-      mirrors.length ? mirroredSource(client, ref, mirrors) : registrySource(client, ref),
-      new StoreTarget(store, (digest) => lease.protect(digest)),
+      bytes ? holding(source, descriptor, bytes) : source,
+      new StoreTarget(store, (digests) => lease.protectAll(digests)),
       [descriptor],
       {
         name,
@@ -126,6 +141,20 @@ export async function fetchImage(
   } finally {
     await lease.release();
   }
+}
+
+/**
+ * `source`, answering for the manifest or index `root` with its bytes already in hand (anything
+ * else, schema 1 included, is read, and refused, as usual).
+ */
+function holding(source: CopySource, root: Descriptor, bytes: Uint8Array<ArrayBuffer>): CopySource {
+  const held = (d: Descriptor) =>
+    d.digest === root.digest && (isManifestType(d.mediaType) || isIndexType(d.mediaType));
+  return {
+    ...source,
+    readManifest: (d, options) =>
+      held(d) ? Promise.resolve(bytes) : source.readManifest(d, options),
+  };
 }
 
 /** The repository `ref` names on a registry, as a copy source. */

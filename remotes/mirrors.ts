@@ -83,16 +83,23 @@ async function firstOf<T>(
   throw new Error("unreachable: no endpoint");
 }
 
-/** Resolves `ref` through the mirrors that may resolve, then the upstream. */
+/**
+ * Resolves `ref` through the mirrors that may resolve, then the upstream; `withContent` has the
+ * content come along (see {@link RegistryClient.resolveWithContent}).
+ */
 export function resolveThrough(
   client: RegistryClient,
   ref: Reference,
   mirrors: Mirror[],
-  signal?: AbortSignal,
-): Promise<Descriptor> {
+  options: { signal?: AbortSignal; withContent?: boolean } = {},
+): Promise<{ descriptor: Descriptor; bytes?: Uint8Array<ArrayBuffer> }> {
+  const { signal } = options;
   return firstOf(
     endpoints(client, ref, mirrors, "resolve"),
-    (c, r) => c.resolve(r, { signal }),
+    async (c, r) =>
+      options.withContent
+        ? await c.resolveWithContent(r, { signal })
+        : { descriptor: await c.resolve(r, { signal }) },
     signal,
   );
 }

@@ -453,7 +453,7 @@ async function checkImage(
   known: KnownManifest[],
   options: Importing,
 ): Promise<void> {
-  const target = new StoreTarget(store, options.claim);
+  const target = new StoreTarget(store, (digests) => digests.forEach(options.claim));
   const copied = await copyImage(archiveSource(store, top), target, [top], {
     allPlatforms: true,
     present: true,

@@ -475,23 +475,36 @@ export function storeSource(provider: Provider, settings: { verify?: boolean } =
 export class StoreTarget implements CopyTarget {
   readonly childrenFirst = false;
   readonly #store: Provider & Ingester;
-  readonly #claim?: (digest: Digest) => void;
+  readonly #claim?: (digests: Digest[]) => void;
+  /** Digests asked about meanwhile: claimed together, in one turn of the lease lock. */
+  #unclaimed: Digest[] = [];
+  #claiming: Promise<void> | undefined;
   readonly #buffers: Uint8Array<ArrayBuffer>[] = [];
   /** Set once the native hasher is being loaded (see {@link StoreTarget.#fill}). */
   #hashLoading: Promise<void> | undefined;
 
   /**
    * Writes into `store`. `claim` is told every digest before the store is asked for it: a lease
-   * protects it from `delete` from then on (see lease.ts).
+   * protects it from `delete` from then on (see lease.ts). The digests asked about in one go
+   * (a manifest's children) are claimed together.
    */
-  constructor(store: Provider & Ingester, claim?: (digest: Digest) => void) {
+  constructor(store: Provider & Ingester, claim?: (digests: Digest[]) => void) {
     this.#store = store;
     this.#claim = claim;
   }
 
-  has(descriptor: Descriptor): Promise<boolean> {
-    this.#claim?.(descriptor.digest);
-    return this.#store.has(descriptor.digest);
+  async has(descriptor: Descriptor): Promise<boolean> {
+    if (this.#claim) {
+      this.#unclaimed.push(descriptor.digest);
+      // the first ask of a go claims, a microtask later, all the digests asked for until then
+      await (this.#claiming ??= Promise.resolve().then(() => {
+        const digests = this.#unclaimed;
+        this.#unclaimed = [];
+        this.#claiming = undefined;
+        this.#claim!(digests);
+      }));
+    }
+    return await this.#store.has(descriptor.digest);
   }
 
   async readManifest(descriptor: Descriptor): Promise<Uint8Array<ArrayBuffer> | undefined> {

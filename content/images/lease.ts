@@ -22,6 +22,8 @@ import type { Digest } from "../digest.ts";
 export interface Lease {
   /** Marks `digest` as in use until the lease ends, or until the time `until` (ms) is past. */
   protect(digest: Digest, until?: number): void;
+  /** Marks `digests` as in use until the lease ends, taking the lease lock once for all. */
+  protectAll(digests: readonly Digest[]): void;
   /** Ends this lease's protection of `digest` (others' may remain). */
   forget(digest: Digest): void;
   /** Ends the lease. */
@@ -87,11 +89,12 @@ export async function acquireLease(root: string, options: LeaseOptions = {}): Pr
     const bytes = encoder.encode(text);
     for (let at = 0; at < bytes.length;) at += file.writeSync(bytes.subarray(at));
   };
-  const protect = (digest: Digest, until?: number) => {
-    if (released) return;
+  const protectAll = (digests: readonly Digest[], until?: number) => {
+    if (released || digests.length === 0) return;
     using _lock = leaseLock(root);
-    untils.set(digest, until);
-    if (++lines < compactAt) return write(line(digest, until));
+    for (const digest of digests) untils.set(digest, until);
+    lines += digests.length;
+    if (lines < compactAt) return write(digests.map((digest) => line(digest, until)).join(""));
     const now = Date.now();
     for (const [d, u] of untils) if (u !== undefined && u <= now) untils.delete(d);
     file.truncateSync(0); // appends start again at 0; readers hold the lease lock meanwhile
@@ -100,8 +103,9 @@ export async function acquireLease(root: string, options: LeaseOptions = {}): Pr
     compactAt = Math.max(1000, 2 * lines);
   };
   return {
-    protect,
-    forget: (digest) => protect(digest, 0),
+    protect: (digest, until) => protectAll([digest], until),
+    protectAll,
+    forget: (digest) => protectAll([digest], 0),
     async release() {
       if (released) return;
       released = true;

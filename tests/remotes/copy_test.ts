@@ -329,3 +329,26 @@ Deno.test("fetchImage() stops mid-blob on abort, seconds into the download", asy
     assert.ok(ingest.offset < 20 << 20, `stopped at ${ingest.offset}, not at the end`);
   });
 });
+
+Deno.test("fetchImage(): a first fetch GETs the manifest once, with no HEAD; a refetch only HEADs it", async () => {
+  await withSetup(async (registry, store, client) => {
+    await pushImage(registry.url, "once/app", {
+      layers: [compressLayer(randomBytes(1024), "none")],
+      tag: "v1",
+    });
+    const proxy = await startFaultProxy(registry.url);
+    try {
+      const manifestRequests = () =>
+        proxy.requests.filter((r) => r.path.includes("/manifests/")).map((r) => r.method);
+      const ref = `${proxy.host}/once/app:v1`;
+      await fetchImage(client, store, ref);
+      assert.deepEqual(manifestRequests(), ["GET"]);
+      proxy.requests.length = 0;
+      await fetchImage(client, store, ref);
+      assert.deepEqual(manifestRequests(), ["HEAD"]);
+      assert.ok(!proxy.requests.some((r) => r.path.includes("/blobs/")), "nothing fetched again");
+    } finally {
+      await proxy.stop();
+    }
+  });
+});
