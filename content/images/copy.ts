@@ -607,12 +607,12 @@ export class StoreTarget implements CopyTarget {
     const resumedFrom = offset > 0 ? offset : undefined;
     context.report({ status: "downloading", offset, resumedFrom });
     if (offset === descriptor.size) return offset > 0;
-    const opening = source.open(descriptor, { offset, signal: context.signal });
+    const opened = await source.open(descriptor, { offset, signal: context.signal });
     // Everything written here is hashed. The native hasher costs this thread 20–30 ms to load:
-    // spent once the first blobs are asked for, it overlaps the source's work on them. The blobs
-    // already open are collected and hashed by Web Crypto meanwhile (see Digester).
+    // spent once the first reply is in, the source works on the other blobs asked for meanwhile
+    // (a request is only on its way some turns after it is asked for). Blobs whose first bytes
+    // come before it is loaded are collected and hashed by Web Crypto (see Digester).
     this.#hashLoading ??= preloadNativeHash().catch(() => {});
-    const opened = await opening;
     if (opened.host) {
       context.report({ status: "downloading", offset, resumedFrom, host: opened.host });
     }
