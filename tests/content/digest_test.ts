@@ -41,6 +41,28 @@ Deno.test("sha256: every length to 300 bytes, in pieces of 1 to 70 bytes, matche
   }
 });
 
+// before any test loads the native hasher: small content is collected in pooled buffers
+Deno.test("Digester: many small contents at once, then again, each hashed from its own copy", async () => {
+  const buffer = new Uint8Array(64 * 1024); // one buffer the callers reuse for every piece
+  for (const round of [1, 2]) {
+    const contents = Array.from(
+      { length: 20 },
+      (_, i) => seededBytes(1 + Math.floor((SMALL_CONTENT - 1) * i / 19), round * 100 + i),
+    );
+    const digesters = contents.map(() => new Digester());
+    for (let at = 0; at < SMALL_CONTENT; at += buffer.length) {
+      contents.forEach((content, i) => {
+        const piece = content.subarray(at, at + buffer.length);
+        if (piece.length === 0) return;
+        buffer.set(piece);
+        digesters[i].update(buffer.subarray(0, piece.length));
+      });
+    }
+    const digests = await Promise.all(digesters.map((d) => d.finish()));
+    assert.deepEqual(digests, contents.map((c) => `sha256:${nativeHex(c)}`), `round ${round}`);
+  }
+});
+
 Deno.test("Digester: small content, content crossing to the native hasher, and a reused buffer", async () => {
   for (const size of [0, 1000, SMALL_CONTENT, SMALL_CONTENT + 1, 3 * SMALL_CONTENT + 5]) {
     const content = seededBytes(size, size);
