@@ -119,6 +119,7 @@ export class Digester {
       this.#hash.update(chunk);
       return;
     }
+    if (chunk.length === 0) return;
     if (this.#pendingBytes + chunk.length <= SMALL_CONTENT) {
       // copied (the caller may reuse its buffer) into memory used before: fresh memory costs a
       // page fault every 4 KiB, more than the copy

@@ -6,7 +6,7 @@ import { SizeMismatchError } from "../content/errors.ts";
 import { DEFAULT_TIMEOUT_MS, TimeoutError, timeoutMessage } from "./_transport.ts";
 import { RegistryError } from "./errors.ts";
 import { backoffDelay, describeNetworkError, type RetryPolicy, sleep } from "./_retry.ts";
-import { armTimer, ChunkReader, concatBytes, directStream } from "../content/internal/mod.ts";
+import { ChunkReader, directStream, IdleWatch } from "../content/internal/mod.ts";
 
 /** Chunks handed on are up to this size: fewer, larger writes downstream. */
 const CHUNK_SIZE = 1 << 20;
@@ -56,26 +56,28 @@ export function resumableStream(
   let failuresWithoutProgress = 0;
   const size = options.size !== undefined && options.size >= 0 ? options.size : undefined;
 
+  // Set once the stream is over: `ended` by its end or a cancel (reads then yield nothing more),
+  // `failed` by its error (reads then throw it again).
+  let ended = false;
+  let failed: { error: unknown } | undefined;
+
   const resume = async (why: string, cause?: unknown) => {
-    try {
-      await reader.cancel();
-      failuresWithoutProgress++;
-      failures.push(`at byte ${position}: ${why}`);
-      if (failuresWithoutProgress >= options.policy.attempts) {
-        throw new RegistryError(
-          `cannot fetch ${options.label}: the transfer failed ${failures.length} times: ` +
-            failures.join("; "),
-          { retryable: true, cause },
-        );
-      }
-      await sleep(backoffDelay(options.policy, failuresWithoutProgress), options.signal);
-      const opened = await options.reopen(position);
-      reader = new ChunkReader(opened.body);
-      bodyAt = opened.start;
-    } catch (error) {
-      stopListening(); // the stream ends with this error: the signal no longer concerns it
-      throw error;
+    await reader.cancel();
+    failuresWithoutProgress++;
+    failures.push(`at byte ${position}: ${why}`);
+    if (failuresWithoutProgress >= options.policy.attempts) {
+      throw new RegistryError(
+        `cannot fetch ${options.label}: the transfer failed ${failures.length} times: ` +
+          failures.join("; "),
+        { retryable: true, cause },
+      );
     }
+    await sleep(backoffDelay(options.policy, failuresWithoutProgress), options.signal);
+    if (ended) return; // cancelled meanwhile: no new body
+    const opened = await options.reopen(position);
+    if (ended) return void await opened.body.cancel().catch(() => {});
+    reader = new ChunkReader(opened.body);
+    bodyAt = opened.start;
   };
 
   // BYOB reads of the body land in this buffer and are copied into the reader's: a BYOB read
@@ -99,98 +101,110 @@ export function resumableStream(
   const { signal } = options;
   const onAbort = () => void reader.cancel(signal!.reason);
   signal?.addEventListener("abort", onAbort, { once: true });
-  const stopListening = () => signal?.removeEventListener("abort", onAbort);
-  let ended = false;
-  return directStream({
-    async readInto(view) {
-      if (ended) return 0;
-      let filled = 0;
-      const handOn = () => {
-        position += filled;
-        return filled;
-      };
-      for (;;) {
-        const skip = position - bodyAt; // > 0 while dropping bytes a reply repeats
-        const want = skip > 0 ? Math.min(CHUNK_SIZE, skip) : view.byteLength - filled;
-        let count: number;
-        // a body that stalls is cut here, and resumed with Range like a dropped one
-        let stalled = false;
-        const disarm = armTimer(options.idleMs, () => {
-          stalled = true;
-          void reader.cancel();
-        });
-        // a direct source fills the caller's buffer itself; a BYOB read takes its buffer along
-        // (and keeps it when it fails), so it reads into the scratch buffer, copied from there
-        const direct = skip <= 0 && reader.direct;
-        try {
-          if (direct) {
-            ({ count } = await reader.readInto(view, filled, filled + Math.min(CHUNK_SIZE, want)));
-          } else {
-            scratch ??= scratchPool.pop() ?? new Uint8Array(CHUNK_SIZE);
-            ({ buffer: scratch, count } = await reader.readInto(
-              scratch,
-              0,
-              Math.min(CHUNK_SIZE, want),
-            ));
-          }
-          signal?.throwIfAborted();
-          if (stalled) throw new TimeoutError(timeoutMessage("idle", options.host, options.idleMs));
-        } catch (caught) {
-          disarm();
-          if (signal?.aborted) throw signal.reason;
-          // a stalled direct source fails its read when cut, rather than ending it
-          const error = stalled && !(caught instanceof TimeoutError)
-            ? new TimeoutError(timeoutMessage("idle", options.host, options.idleMs))
-            : caught;
-          scratch = undefined; // a failed BYOB read took it along
-          if (filled > 0) {
-            // hand on what arrived, so that progress is never lost twice
-            const count = handOn();
-            await resume(describeNetworkError(error), error);
-            return count;
-          }
-          await resume(describeNetworkError(error), error);
-          continue;
+  // a body that stalls is cut here, and resumed with Range like a dropped one
+  let stalled = false;
+  const watch = new IdleWatch(options.idleMs, () => {
+    stalled = true;
+    void reader.cancel();
+  });
+  const finish = () => {
+    watch.stop();
+    signal?.removeEventListener("abort", onAbort);
+  };
+
+  /** Reads into `view` until it is full, the body ends, or a failure interrupts. */
+  const fill = async (view: Uint8Array<ArrayBuffer>): Promise<number> => {
+    let filled = 0;
+    const handOn = () => {
+      position += filled;
+      return filled;
+    };
+    for (;;) {
+      const skip = position - bodyAt; // > 0 while dropping bytes a reply repeats
+      const want = skip > 0 ? Math.min(CHUNK_SIZE, skip) : view.byteLength - filled;
+      let count: number;
+      // a direct source fills the caller's buffer itself; a BYOB read takes its buffer along
+      // (and keeps it when it fails), so it reads into the scratch buffer, copied from there
+      const direct = skip <= 0 && reader.direct;
+      stalled = false;
+      watch.begin();
+      try {
+        if (direct) {
+          ({ count } = await reader.readInto(view, filled, filled + Math.min(CHUNK_SIZE, want)));
+        } else {
+          scratch ??= scratchPool.pop() ?? new Uint8Array(CHUNK_SIZE);
+          ({ buffer: scratch, count } = await reader.readInto(
+            scratch,
+            0,
+            Math.min(CHUNK_SIZE, want),
+          ));
         }
-        disarm();
-        if (count === 0) {
-          const end = position + filled;
-          if (skip <= 0 && (size === undefined || end >= size)) {
-            ended = true;
-            giveBack();
-            stopListening();
-            return handOn();
-          }
-          if (filled > 0) {
-            const handed = handOn();
-            await resume(`the body ended at byte ${end} of ${size}`);
-            return handed;
-          }
-          await resume(`the body ended at byte ${end} of ${size}`);
-          continue;
-        }
-        bodyAt += count;
-        if (skip > 0) continue;
-        if (size !== undefined && position + filled + count > size) {
-          // an endless (or merely overlong) body must not fill the disk: stop at size + 1
-          await reader.cancel();
-          stopListening();
-          throw new SizeMismatchError(
-            `cannot fetch ${options.label}: the registry sent more than its ${size} bytes`,
-          );
-        }
-        if (!direct) view.set(scratch!.subarray(0, count), filled);
-        filled += count;
-        // after a failure, hand on whatever arrived so that progress is never lost twice
-        if (filled === view.byteLength || failuresWithoutProgress > 0) {
-          failuresWithoutProgress = 0;
+        signal?.throwIfAborted();
+        if (stalled) throw new TimeoutError(timeoutMessage("idle", options.host, options.idleMs));
+      } catch (caught) {
+        watch.end();
+        if (signal?.aborted) throw signal.reason;
+        if (ended) return 0;
+        // a stalled direct source fails its read when cut, rather than ending it
+        const error = stalled && !(caught instanceof TimeoutError)
+          ? new TimeoutError(timeoutMessage("idle", options.host, options.idleMs))
+          : caught;
+        if (!direct) scratch = undefined; // the failed BYOB read took it along
+        // hand on what arrived, so that progress is never lost twice
+        const handed = handOn();
+        await resume(describeNetworkError(error), error);
+        if (handed > 0 || ended) return handed;
+        continue;
+      }
+      watch.end();
+      if (ended) return 0; // cancelled while reading
+      if (count === 0) {
+        const end = position + filled;
+        if (skip <= 0 && (size === undefined || end >= size)) {
+          ended = true;
+          giveBack();
+          finish();
           return handOn();
         }
+        const handed = handOn();
+        await resume(`the body ended at byte ${end} of ${size}`);
+        if (handed > 0 || ended) return handed;
+        continue;
+      }
+      bodyAt += count;
+      if (skip > 0) continue;
+      if (size !== undefined && position + filled + count > size) {
+        // an endless (or merely overlong) body must not fill the disk: stop at size + 1
+        await reader.cancel();
+        throw new SizeMismatchError(
+          `cannot fetch ${options.label}: the registry sent more than its ${size} bytes`,
+        );
+      }
+      if (!direct) view.set(scratch!.subarray(0, count), filled);
+      filled += count;
+      // after a failure, hand on whatever arrived so that progress is never lost twice
+      if (filled === view.byteLength || failuresWithoutProgress > 0) {
+        failuresWithoutProgress = 0;
+        return handOn();
+      }
+    }
+  };
+
+  return directStream({
+    async readInto(view) {
+      if (failed) throw failed.error;
+      if (ended) return 0;
+      try {
+        return await fill(view);
+      } catch (error) {
+        failed = { error };
+        finish();
+        throw error;
       }
     },
     cancel(reason) {
       ended = true;
-      stopListening();
+      finish();
       // no giveBack: a read in flight may still fill the scratch buffer
       return reader.cancel(reason);
     },
@@ -205,32 +219,46 @@ export async function readCapped(
   idle: { ms: number; host: string } = { ms: DEFAULT_TIMEOUT_MS, host: "the registry" },
 ): Promise<Uint8Array<ArrayBuffer>> {
   if (!body) return new Uint8Array(0);
-  const chunks: Uint8Array[] = [];
+  // chunks are copied out, not kept: a body sent a byte at a time arrives in as many chunks,
+  // each a view of a buffer far bigger than its byte
+  let bytes = new Uint8Array(0);
   let total = 0;
   const reader = body.getReader();
-  for (;;) {
-    let stalled = false;
-    const disarm = armTimer(idle.ms, () => {
-      stalled = true;
-      void reader.cancel();
-    });
-    let result: ReadableStreamReadResult<Uint8Array>;
-    try {
-      result = await reader.read();
-    } catch (error) {
-      if (!stalled) throw error; // else the cut stream's own error: the timeout says more
-    } finally {
-      disarm();
+  let stalled = false;
+  const watch = new IdleWatch(idle.ms, () => {
+    stalled = true;
+    void reader.cancel();
+  });
+  try {
+    for (;;) {
+      watch.begin();
+      let result: ReadableStreamReadResult<Uint8Array>;
+      try {
+        result = await reader.read();
+      } catch (error) {
+        if (!stalled) throw error; // else the cut stream's own error: the timeout says more
+      } finally {
+        watch.end();
+      }
+      if (stalled) throw new TimeoutError(timeoutMessage("idle", idle.host, idle.ms));
+      const { done, value } = result!;
+      if (done) break;
+      if (total + value.byteLength > max) {
+        await reader.cancel().catch(() => {});
+        throw tooLarge(total + value.byteLength);
+      }
+      if (total + value.byteLength > bytes.length) {
+        const grown = new Uint8Array(
+          Math.min(max, Math.max(2 * bytes.length, total + value.byteLength, 4096)),
+        );
+        grown.set(bytes.subarray(0, total));
+        bytes = grown;
+      }
+      bytes.set(value, total);
+      total += value.byteLength;
     }
-    if (stalled) throw new TimeoutError(timeoutMessage("idle", idle.host, idle.ms));
-    const { done, value } = result!;
-    if (done) break;
-    total += value.byteLength;
-    if (total > max) {
-      await reader.cancel().catch(() => {});
-      throw tooLarge(total);
-    }
-    chunks.push(value);
+  } finally {
+    watch.stop();
   }
-  return concatBytes(chunks);
+  return total === bytes.length ? bytes : bytes.slice(0, total);
 }

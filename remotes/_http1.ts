@@ -20,7 +20,15 @@ const MAX_INTERIM = 8;
 const MAX_IDLE = 16;
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+
+/** Reply-head bytes as `fetch` reads them: a character a byte (ISO 8859-1). */
+function latin1(bytes: Uint8Array): string {
+  let text = "";
+  for (let at = 0; at < bytes.length; at += 4096) {
+    text += String.fromCharCode(...bytes.subarray(at, at + 4096));
+  }
+  return text;
+}
 const CRLF = "\r\n";
 
 /** Fails a request or a body the way a failed `fetch` does: a `TypeError` saying what happened. */
@@ -74,7 +82,8 @@ class Connection {
         if (end === this.start || this.buffer[end - 1] !== 13) {
           throw failure("a reply line does not end in CRLF");
         }
-        const text = decoder.decode(this.buffer.subarray(this.start, end - 1));
+        if (end - 1 - this.start > limit) throw failure(`a reply line exceeds ${limit} bytes`);
+        const text = latin1(this.buffer.subarray(this.start, end - 1));
         this.start = end + 1;
         return text;
       }
@@ -114,6 +123,8 @@ type Framing = { kind: "none" } | { kind: "length"; length: number } | { kind: "
 /** A keep-alive HTTP/1.1 client for GET and HEAD to loopback hosts; see the module doc. */
 export class Http1Client {
   readonly #idle = new Map<string, Connection[]>();
+  /** Set by {@link close}: connections still reading a body are closed when it ends. */
+  #closed = false;
 
   /**
    * Whether {@link send} takes this request: a GET or HEAD without a body to `http:` on a
@@ -137,21 +148,26 @@ export class Http1Client {
       if (name !== "host") head += `${name}: ${value}${CRLF}`;
     });
     const request = encoder.encode(head + CRLF);
-    // a kept connection may have been closed by the server meanwhile: then once more on a new one
+    // A kept connection may have been closed by the server meanwhile: when it ends, or fails,
+    // before a byte of the reply, the request goes again on another. A reply that is wrong
+    // (a TypeError of ours) is not asked for again here.
     for (let reused = true; reused;) {
-      const pooled = this.#idle.get(key)?.pop();
+      let pooled = this.#idle.get(key)?.pop();
+      while (pooled?.closed) pooled = this.#idle.get(key)?.pop();
       reused = pooled !== undefined;
       const connection = pooled ?? new Connection(await connect(url, signal));
       const onAbort = () => connection.close();
       signal?.addEventListener("abort", onAbort, { once: true });
       try {
+        signal?.throwIfAborted(); // aborted while connecting, before the listener was there
         const reply = await this.#exchange(connection, request, method, url);
         if (reply) return this.#respond(connection, reply, url, signal);
         connection.close(); // the connection ended before a reply
       } catch (error) {
         connection.close();
         if (signal?.aborted) throw signal.reason;
-        if (!reused) throw error instanceof TypeError ? error : failure(messageOf(error), error);
+        if (error instanceof TypeError) throw error;
+        if (!reused) throw failure(messageOf(error), error);
       } finally {
         signal?.removeEventListener("abort", onAbort);
       }
@@ -159,8 +175,9 @@ export class Http1Client {
     throw failure("the connection closed before a reply");
   }
 
-  /** Closes the idle connections. */
+  /** Closes the idle connections, and the others once their bodies end. */
   close(): void {
+    this.#closed = true;
     for (const list of this.#idle.values()) for (const connection of list) connection.close();
     this.#idle.clear();
   }
@@ -182,7 +199,7 @@ export class Http1Client {
     if (!(await connection.fill())) return undefined;
     // a TLS server's alert, say: said at once, as retrying cannot help
     const prefix = connection.buffer.subarray(0, Math.min(5, connection.end));
-    if (decoder.decode(prefix) !== "HTTP/".slice(0, prefix.length)) {
+    if (latin1(prefix) !== "HTTP/".slice(0, prefix.length)) {
       throw failure("invalid HTTP version parsed: the reply is not HTTP/1.x");
     }
     for (let interim = 0;; interim++) {
@@ -230,7 +247,9 @@ export class Http1Client {
   ): Response {
     const done = () => {
       // a connection goes back only when it holds nothing beyond this reply
-      if (!reply.keep || connection.closed || connection.buffered > 0) return connection.close();
+      if (!reply.keep || this.#closed || connection.closed || connection.buffered > 0) {
+        return connection.close();
+      }
       const list = this.#idle.get(url.host) ?? [];
       this.#idle.set(url.host, list);
       if (list.length < MAX_IDLE) list.push(connection);
@@ -278,6 +297,8 @@ class BodySource implements DirectSource {
   #left: number;
   /** Whether the chunk size line comes next (chunked). */
   #atChunkHead: boolean;
+  /** Whether the last chunk (size 0) was read (chunked). */
+  #lastChunk = false;
   #received = 0;
   #ended = false;
 
@@ -313,8 +334,9 @@ class BodySource implements DirectSource {
   }
 
   cancel(): Promise<void> {
+    // once read to its end, the connection may already serve another request
+    if (!this.#ended) this.#connection.close();
     this.#ended = true;
-    this.#connection.close();
     return Promise.resolve();
   }
 
@@ -337,17 +359,24 @@ class BodySource implements DirectSource {
         return count;
       }
       case "chunked": {
-        if (this.#atChunkHead && !(await this.#nextChunk())) return 0;
-        const count = await connection.readInto(
-          view.subarray(0, Math.min(view.length, this.#left)),
-        );
-        if (count === 0) throw failure(`the connection closed inside a chunk`);
-        this.#left -= count;
-        if (this.#left === 0) {
-          if ((await connection.line(2)) !== "") throw failure("a chunk does not end in CRLF");
-          this.#atChunkHead = true;
+        // chunks whose bytes are here already go out in one read: a server that sends a byte a
+        // chunk must not cost a read (and a reader's buffer) a byte
+        let filled = 0;
+        while (filled < view.length && !this.#lastChunk) {
+          if (filled > 0 && connection.buffered === 0) break; // hand on, rather than wait
+          if (this.#atChunkHead && !(await this.#nextChunk())) break;
+          const count = await connection.readInto(
+            view.subarray(filled, filled + Math.min(view.length - filled, this.#left)),
+          );
+          if (count === 0) throw failure(`the connection closed inside a chunk`);
+          filled += count;
+          this.#left -= count;
+          if (this.#left === 0) {
+            if ((await connection.line(2)) !== "") throw failure("a chunk does not end in CRLF");
+            this.#atChunkHead = true;
+          }
         }
-        return count;
+        return filled;
       }
       default:
         return 0;
@@ -362,10 +391,13 @@ class BodySource implements DirectSource {
     this.#left = parseInt(size[1], 16);
     this.#atChunkHead = false;
     if (this.#left > 0) return true;
-    for (;;) { // trailers, up to the empty line
+    this.#lastChunk = true;
+    for (let length = 0;;) { // trailers, up to the empty line, no more than a head's worth
       const trailer = await this.#connection.line(4096);
       if (trailer === undefined) throw failure("the connection closed inside the trailers");
       if (trailer === "") return false;
+      length += trailer.length + 2;
+      if (length > MAX_HEAD) throw failure(`the trailers exceed ${MAX_HEAD} bytes`);
     }
   }
 }

@@ -4,7 +4,7 @@
  * GET and HEAD to a loopback registry over plain HTTP on connections of our own (_http1.ts).
  */
 import { InvalidArgumentError } from "../content/errors.ts";
-import { armTimer, permitted, readEnv, requirePermission } from "../content/internal/mod.ts";
+import { IdleWatch, permitted, readEnv, requirePermission } from "../content/internal/mod.ts";
 import { Http1Client } from "./_http1.ts";
 
 /** Sends one request, never following redirects. */
@@ -140,16 +140,13 @@ async function systemCertificates(): Promise<string[]> {
 function withTimeout(send: Send, ms: number): Send {
   return async (url, init) => {
     const timer = new AbortController();
-    let disarm = () => {};
+    const watch = new IdleWatch(
+      ms,
+      () => timer.abort(new TimeoutError(timeoutMessage("first-byte", url.host, ms))),
+    );
     // the wait starts again with every piece of a request body sent: an upload's first byte
     // back can only come once the body is out, however long that takes
-    const arm = () => {
-      disarm();
-      disarm = armTimer(
-        ms,
-        () => timer.abort(new TimeoutError(timeoutMessage("first-byte", url.host, ms))),
-      );
-    };
+    const arm = () => watch.begin();
     arm();
     const signal = init.signal ? AbortSignal.any([init.signal, timer.signal]) : timer.signal;
     try {
@@ -158,7 +155,7 @@ function withTimeout(send: Send, ms: number): Send {
       if (timer.signal.aborted && !init.signal?.aborted) throw timer.signal.reason;
       throw error;
     } finally {
-      disarm();
+      watch.stop();
     }
   };
 }

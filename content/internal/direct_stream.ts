@@ -28,6 +28,9 @@ export function directStream(
     type: "bytes",
     autoAllocateChunkSize: chunkSize,
     async pull(controller) {
+      // read through the stream once, it is read through the stream to the end: direct reads
+      // now could take bytes from under a read in flight, or after bytes already queued
+      sources.delete(stream);
       const request = controller.byobRequest!;
       const count = await source.readInto(request.view as Uint8Array<ArrayBuffer>);
       if (count > 0) return request.respond(count);

@@ -10,6 +10,7 @@ import { RegistryError } from "../../remotes/errors.ts";
 import { parseReference } from "../../content/reference.ts";
 import { digestOf } from "../../content/digest.ts";
 import type { Descriptor } from "../../content/descriptor.ts";
+import { ChunkReader } from "../../content/internal/mod.ts";
 import { assertRejects } from "../_helpers/rejects.ts";
 
 const encoder = new TextEncoder();
@@ -239,6 +240,73 @@ Deno.test("http1: a body that stalls is cut by the idle timeout, which the error
   try {
     const error = await assertRejects(() => fetchBytes(client, server.ref()), RegistryError);
     assert.match(error.message, /at byte 100: no data for 0\.2s \(idle timeout\)/);
+  } finally {
+    client.close();
+    await server.stop();
+  }
+});
+
+Deno.test("http1: giving up on a body already read to its end spares the connection it gave back", async () => {
+  const server = startScripted(() => ({
+    pieces: [`HTTP/1.1 200 OK\r\ncontent-length: ${BLOB.length}\r\n\r\n`, BLOB],
+  }));
+  const client = quick();
+  try {
+    const first = new ChunkReader((await client.fetch(server.ref(), DESCRIPTOR)).stream);
+    while (await first.read());
+    const { stream } = await client.fetch(server.ref(), DESCRIPTOR); // on the same connection
+    await first.cancel(new Error("the consumer gave up after the end")); // a failed last write
+    assert.deepEqual(new Uint8Array(await new Response(stream).arrayBuffer()), BLOB);
+    assert.equal(server.accepted, 1);
+  } finally {
+    client.close();
+    await server.stop();
+  }
+});
+
+Deno.test("http1: a malformed reply on a kept connection is not asked for again on each other one", async () => {
+  let requests = 0;
+  const server = startScripted(() => {
+    requests++;
+    return requests <= 4
+      ? { pieces: [`HTTP/1.1 200 OK\r\ncontent-length: ${BLOB.length}\r\n\r\n`, BLOB] }
+      : { pieces: ["HTTP/1.1 200 OK\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n"] };
+  });
+  const client = new RegistryClient({ credentials: {}, retry: { attempts: 1 } });
+  try {
+    // four connections kept open, then a reply no retry can mend
+    await Promise.all([1, 2, 3, 4].map(() => fetchBytes(client, server.ref())));
+    assert.equal(server.accepted, 4);
+    await assertRejects(() => fetchBytes(client, server.ref()), RegistryError);
+    assert.equal(requests, 5, "one request, not one per kept connection");
+  } finally {
+    client.close();
+    await server.stop();
+  }
+});
+
+Deno.test("http1: a manifest sent a byte a chunk arrives whole", async () => {
+  const manifest = new TextEncoder().encode(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: "application/vnd.oci.image.manifest.v1+json",
+    config: DESCRIPTOR,
+    layers: [],
+  }));
+  const chunked = [...manifest].map((byte) => `1\r\n${String.fromCharCode(byte)}\r\n`).join("");
+  const server = startScripted(() => ({
+    pieces: [
+      "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n" +
+      "content-type: application/vnd.oci.image.manifest.v1+json\r\n\r\n" + chunked + "0\r\n\r\n",
+    ],
+  }));
+  const client = quick();
+  try {
+    const desc = {
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      digest: digestOf(manifest),
+      size: manifest.length,
+    };
+    assert.deepEqual(await client.fetchManifest(server.ref(`app@${desc.digest}`), desc), manifest);
   } finally {
     client.close();
     await server.stop();
