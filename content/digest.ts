@@ -102,18 +102,25 @@ export class Digester {
   /** The content so far while it is small: a buffer of {@link SMALL_CONTENT} from the pool. */
   #pending?: Uint8Array<ArrayBuffer>;
   #pendingBytes = 0;
+  /** Whether the content is known to be past {@link SMALL_CONTENT}. */
+  readonly #large: boolean;
 
-  /** Starts a hash with `algorithm` (default sha256). */
-  constructor(algorithm: DigestAlgorithm = "sha256") {
+  /**
+   * Starts a hash with `algorithm` (default sha256). Content known to be past
+   * {@link SMALL_CONTENT} (`size`) goes to the native hasher from its first byte.
+   */
+  constructor(algorithm: DigestAlgorithm = "sha256", size?: number) {
     this.#algorithm = algorithm;
+    this.#large = (size ?? 0) > SMALL_CONTENT;
     if (nativeCrypto || algorithm !== "sha256") this.#hash = native().createHash(algorithm);
   }
 
   /** Adds bytes to the hash. */
   update(chunk: Uint8Array): void {
-    // the native hasher may have loaded since this digester was made (see preloadNativeHash)
-    if (!this.#hash && nativeCrypto && this.#pendingBytes === 0) {
-      this.#hash = nativeCrypto.createHash(this.#algorithm);
+    // the native hasher may have loaded since this digester was made (see preloadNativeHash);
+    // large content loads it (here, not at the start: the load takes 20–30 ms of this thread)
+    if (!this.#hash && (nativeCrypto || this.#large) && this.#pendingBytes === 0) {
+      this.#hash = native().createHash(this.#algorithm);
     }
     if (this.#hash) {
       this.#hash.update(chunk);

@@ -34,7 +34,7 @@ export class Verifier {
   /** Starts checking content that should match `options`. */
   constructor(options: VerifyOptions) {
     this.#options = options;
-    this.#digester = new Digester(digestAlgorithm(options.digest));
+    this.#digester = new Digester(digestAlgorithm(options.digest), options.size);
   }
 
   /** Hashes `chunk`; throws {@link SizeMismatchError} once more bytes came than expected. */

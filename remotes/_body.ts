@@ -10,6 +10,13 @@ import { ChunkReader, directStream, IdleWatch } from "../content/internal/mod.ts
 
 /** Chunks handed on are up to this size: fewer, larger writes downstream. */
 const CHUNK_SIZE = 1 << 20;
+/**
+ * The chunks a default reader gets (a ChunkReader or a BYOB reader brings its own buffer): each
+ * is a fresh buffer, garbage once passed on, and a few wait at every stage of a pipe (a copy's
+ * upload holds some per blob). 256 KiB rather than 1 MiB: `dist copy` of 8 × 128 MiB between two
+ * registries peaked at 136 MiB rather than 151, in the same time (with Digester's `size`).
+ */
+const DEFAULT_READ_SIZE = 256 << 10;
 
 /** Scratch buffers of finished bodies, for the next ones; a few, as a few bodies run at once. */
 const scratchPool: Uint8Array<ArrayBuffer>[] = [];
@@ -208,7 +215,7 @@ export function resumableStream(
       // no giveBack: a read in flight may still fill the scratch buffer
       return reader.cancel(reason);
     },
-  }, CHUNK_SIZE);
+  }, DEFAULT_READ_SIZE);
 }
 
 /** Reads a whole (small) body, failing once it exceeds `max` bytes. */

@@ -205,7 +205,9 @@ export class IngestWriter implements Writer {
         if (fresh) writeSmallFileAtomic(`${dir}/ref`, options.ref);
       }
       const algorithm = options.expected ? digestAlgorithm(options.expected) : "sha256";
-      const digester = offset > 0 ? await hashFile(data, algorithm) : new Digester(algorithm);
+      const digester = offset > 0
+        ? await hashFile(data, algorithm)
+        : new Digester(algorithm, options.total);
       const writer = new IngestWriter(options, { lock, data }, {
         digester,
         offset,
@@ -454,7 +456,7 @@ export class IngestWriter implements Writer {
   #restart(): void {
     this.#pendingLength = 0;
     this.#data.truncateSync(0); // opened for appending: the next write lands at 0
-    this.#digester = new Digester(this.#algorithm);
+    this.#digester = new Digester(this.#algorithm, this.#total);
     this.#offset = 0;
     this.#touch(true);
   }
