@@ -9,7 +9,7 @@ const MAX_DELAY = 2 ** 31 - 1;
  * `AbortSignal.timeout` does not. Its timer keeps the process alive only while it is armed, but
  * lives (and holds a little memory) until it is due: for a timer per read, see {@link IdleWatch}.
  */
-export function armTimer(ms: number, fire: () => void): () => void {
+function armTimer(ms: number, fire: () => void): () => void {
   if (!(ms <= MAX_DELAY)) return () => {};
   const signal = AbortSignal.timeout(Math.max(0, Math.floor(ms)));
   signal.addEventListener("abort", fire, { once: true });
